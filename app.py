@@ -1,0 +1,84 @@
+"""Deep Learning Lab: the home page and the navigation (the one place that lists the pages).
+
+Run with `make run`. The home page must be interactive before torch has finished importing, so the
+device check runs on a background thread and is drawn when it is ready.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import streamlit as st
+
+from engine.system import describe_device, library_versions
+
+st.set_page_config(page_title="Deep Learning Lab", page_icon="🧪", layout="wide")
+
+LESSON_PATH = [
+    ("Kernel Playground", "pages/kernels.py",
+     "A picture is a grid of numbers. Slide a 3×3 kernel over it — multiply element by element, add "
+     "— and edges, blur or sharpening appear. Stack kernels with ReLU between them, then watch "
+     "gradient descent find a hidden kernel on its own: that is what a convolutional layer learns."),
+    ("SGD", "pages/sgd.py",
+     "The whole training loop on two numbers: fit a line by gradient descent and see what the "
+     "learning rate does — too small crawls, too large overshoots and blows up."),
+    ("Train", "pages/train.py",
+     "The same loop at scale: a pretrained network, the LR finder, fit_one_cycle and fine_tune on "
+     "digits, pets or your own images, with live loss curves."),
+    ("Explorer", "pages/explore.py",
+     "Look at what the model got wrong: confusion matrix, top losses with Grad-CAM, clean the data, "
+     "and predict a new photo."),
+]
+
+
+@st.cache_resource(show_spinner=False)
+def _device_future() -> Future:
+    """Start the torch import once per server process, in the background."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="device-probe").submit(describe_device)
+
+
+def home() -> None:
+    st.title("🧪 Deep Learning Lab")
+    st.write("An interactive companion to the first two lessons of practical deep learning. "
+             "Follow the pages in order, or jump to any of them from the menu on the left.")
+    st.subheader("Lesson path")
+    for number, (title, path, text) in enumerate(LESSON_PATH, start=1):
+        with st.container(border=True):
+            if os.path.exists(path):
+                st.page_link(path, label=f"**{number}. {title}**")
+            else:
+                st.markdown(f"**{number}. {title}** — _not built yet_")
+            st.write(text)
+
+    st.subheader("This machine")
+    # Poll only while torch is still loading; once it is, draw the panel without a timer.
+    st.fragment(_device_panel, run_every=None if _device_future().done() else 1.0)()
+    with st.expander("Library versions"):
+        st.table({"library": list(library_versions()),
+                  "version": list(library_versions().values())})
+
+
+def _device_panel() -> None:
+    future = _device_future()
+    if not future.done():
+        st.session_state["home.device_polling"] = True
+        st.info("Compute device: checking (PyTorch is still loading in the background)…")
+        return
+    if st.session_state.get("home.device_polling"):
+        st.session_state["home.device_polling"] = False
+        st.rerun()  # redraw the page once so the panel stops polling
+    try:
+        st.success(f"Compute device: {future.result()['label']}")
+    except Exception as exc:  # a broken torch install must not break the home page
+        st.warning(f"PyTorch could not be loaded ({exc}); the pages that train models will not work.")
+
+
+def main() -> None:
+    pages = [st.Page(home, title="Home", icon="🏠", default=True)]
+    for title, path, _ in LESSON_PATH:
+        if os.path.exists(path):
+            pages.append(st.Page(path, title=title))
+    st.navigation(pages).run()
+
+
+main()

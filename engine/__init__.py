@@ -1,0 +1,1 @@
+"""Deep Learning Lab's engine: all computation, free of any UI (it never imports streamlit)."""

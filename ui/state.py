@@ -1,0 +1,69 @@
+"""Every session-state key the app uses, in one place, and the helpers that keep widget values alive.
+
+Streamlit forgets a widget's value when the widget is not drawn (for example on another page). So a
+widget owns a key like "kernels.preset", and the lasting value lives under "keep:kernels.preset",
+which no widget owns: `restore` seeds the widget from it before drawing and `remember` copies back.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import streamlit as st
+
+KEEP = "keep:"
+
+# Kernel Playground -----------------------------------------------------------------------------
+K_SOURCE = "kernels.source"            # "sample" | "upload" | "webcam"
+K_SAMPLE = "kernels.sample"            # sample image name
+K_PRESET = "kernels.preset"            # preset name or "custom"
+K_CELL = "kernels.cell{}"              # text of kernel cell 0..8
+K_GREY = "kernels.grey"                # bool: one channel instead of three
+K_DISPLAY = "kernels.display"          # "clip" | "abs" | "diverging"
+K_RELU = "kernels.relu"                # bool
+K_BORDER = "kernels.border"            # "zero" | "reflect" | "replicate"
+K_WORKSIZE = "kernels.worksize"        # long side in pixels the photo is processed at (0 = full)
+K_PX = "kernels.px"                    # walkthrough pixel, working-image coordinates
+K_PY = "kernels.py"
+K_LAYERS = "kernels.layers"            # number of stacked layers (1..3)
+K_LAYER_PRESET = "kernels.layer{}"     # preset of stacked layer 2, 3
+K_LAYER_RELU = "kernels.layer{}_relu"  # ReLU after stacked layer 1, 2
+K_HIDDEN = "kernels.hidden"            # preset hidden from the learner
+K_LEARN_INIT = "kernels.learn_init"
+K_LEARN_STEPS = "kernels.learn_steps"
+K_LAST_KERNEL = "kernels.last_kernel"  # last valid kernel (np.ndarray), kept when a cell is bad
+K_IMAGE = "kernels.image"              # current working image (np.ndarray) and its description
+K_IMAGE_NAME = "kernels.image_name"
+K_UPLOAD_DIGEST = "kernels.upload_digest"
+K_LEARN_JOB = "kernels.learn_job"
+K_URL_LOADED = "kernels.url_loaded"
+K_IMAGE_ERROR = "kernels.image_error"
+
+# SGD ----------------------------------------------------------------------------------------------
+S_URL_LOADED = "sgd.url_loaded"
+
+
+def keep_key(key: str) -> str:
+    return KEEP + key
+
+
+def restore(key: str, default: Any) -> None:
+    """Before drawing the widget `key`: seed it from its lasting value (or the default)."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(keep_key(key), default)
+
+
+def remember(keys: Iterable[str]) -> None:
+    """After drawing: copy widget values to keys no widget owns, so they survive page switches."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[keep_key(key)] = st.session_state[key]
+
+
+def set_value(key: str, value: Any) -> None:
+    """Change a widget's value from code (before the widget is drawn in this run)."""
+    st.session_state[key] = value
+    st.session_state[keep_key(key)] = value
+
+
+def get(key: str, default: Any = None) -> Any:
+    return st.session_state.get(key, st.session_state.get(keep_key(key), default))

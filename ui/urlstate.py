@@ -1,0 +1,143 @@
+"""The one table of URL state: for each page, which session-state values live in the query string.
+
+A shared link carries every row of its page's table, so opening it reproduces the view exactly.
+Values from a URL are checked against the row's type, range and choices; a bad one is ignored
+(the default stays) and reported, never raised.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from ui import state as S
+
+
+@dataclass(frozen=True)
+class Param:
+    """One URL parameter: `url` in the query string <-> `key` in session state."""
+
+    url: str
+    key: str
+    kind: str                    # "int" | "float" | "bool" | "str" | "cells" (nine texts)
+    default: Any
+    choices: Sequence[Any] | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def encode(self, value: Any) -> str:
+        if self.kind == "bool":
+            return "1" if value else "0"
+        if self.kind == "cells":
+            return ",".join(str(v).strip() for v in value)
+        if self.kind == "float":
+            return f"{float(value):.6g}"
+        return str(value)
+
+    def decode(self, text: str) -> Any:
+        """Parse one URL value; raises ValueError with a short reason when it does not fit."""
+        if self.kind == "bool":
+            if text not in ("0", "1", "true", "false"):
+                raise ValueError("expected 0 or 1")
+            value: Any = text in ("1", "true")
+        elif self.kind == "int":
+            value = int(text)
+        elif self.kind == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError("not a finite number")
+        elif self.kind == "cells":
+            value = text.split(",")
+            if len(value) != 9:
+                raise ValueError("expected nine comma-separated values")
+        else:
+            value = text
+        if self.choices is not None and value not in self.choices:
+            raise ValueError("not one of the choices")
+        if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
+            raise ValueError(f"outside {self.lo}…{self.hi}")
+        return value
+
+
+def _kernel_table() -> list[Param]:
+    from engine.kernels import BORDERS, DISPLAY_MODES, PRESETS
+    from engine.samples import SAMPLES
+    PRESET_NAMES, SAMPLE_NAMES = tuple(PRESETS), tuple(SAMPLES)
+    return [
+        Param("sample", S.K_SAMPLE, "str", "chelsea", SAMPLE_NAMES),
+        Param("preset", S.K_PRESET, "str", "top sobel", PRESET_NAMES + ("custom",)),
+        Param("k", S.K_CELL, "cells", None),
+        Param("grey", S.K_GREY, "bool", True),
+        Param("display", S.K_DISPLAY, "str", "diverging", DISPLAY_MODES),
+        Param("relu", S.K_RELU, "bool", False),
+        Param("border", S.K_BORDER, "str", "zero", BORDERS),
+        Param("ws", S.K_WORKSIZE, "int", 1024, (0, 512, 1024, 2048)),
+        Param("x", S.K_PX, "int", -1, lo=-1, hi=100_000),
+        Param("y", S.K_PY, "int", -1, lo=-1, hi=100_000),
+        Param("layers", S.K_LAYERS, "int", 1, lo=1, hi=3),
+        Param("l2", S.K_LAYER_PRESET.format(2), "str", "outline", PRESET_NAMES),
+        Param("l3", S.K_LAYER_PRESET.format(3), "str", "blur", PRESET_NAMES),
+        Param("r1", S.K_LAYER_RELU.format(1), "bool", True),
+        Param("r2", S.K_LAYER_RELU.format(2), "bool", True),
+        Param("hidden", S.K_HIDDEN, "str", "sharpen", PRESET_NAMES),
+    ]
+
+
+TABLES: dict[str, list[Param]] = {}
+
+
+def table(page: str) -> list[Param]:
+    """The URL table of a page ("kernels", "sgd", ...). Built lazily so pages import only names."""
+    if page not in TABLES:
+        TABLES[page] = {"kernels": _kernel_table}[page]()
+    return TABLES[page]
+
+
+def _get_state(p: Param) -> Any:
+    if p.kind == "cells":
+        return [S.get(p.key.format(i), "0") for i in range(9)]
+    return S.get(p.key, p.default)
+
+
+def _set_state(p: Param, value: Any) -> None:
+    if p.kind == "cells":
+        for i, text in enumerate(value):
+            S.set_value(p.key.format(i), text)
+    else:
+        S.set_value(p.key, value)
+
+
+def load(page: str, params: dict[str, str] | None = None) -> list[str]:
+    """Copy the page's URL values into session state; returns a sentence per rejected value."""
+    query = dict(st.query_params) if params is None else params
+    problems = []
+    for p in table(page):
+        if p.url not in query:
+            continue
+        try:
+            _set_state(p, p.decode(query[p.url]))
+        except (ValueError, TypeError) as exc:
+            problems.append(f"The link's value for “{p.url}” was ignored ({exc}).")
+    return problems
+
+
+def encode(page: str) -> dict[str, str]:
+    """The page's current state as query-string pairs (every row, so a link is exact)."""
+    out = {}
+    for p in table(page):
+        value = _get_state(p)
+        if value is not None:
+            out[p.url] = p.encode(value)
+    return out
+
+
+def sync(page: str) -> str:
+    """Write the page's state into the browser's URL; returns the query string for a share link."""
+    pairs = encode(page)
+    current = {k: st.query_params.get(k) for k in pairs}
+    if current != pairs:
+        st.query_params.from_dict(pairs)
+    return urlencode(pairs, safe="/,")
