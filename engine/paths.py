@@ -1,0 +1,14 @@
+"""Where the app keeps its files: data sets, runs, caches. One root, overridable for tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """The app's data directory: $DLLAB_DATA if set, else data/ in the repository (git-ignored)."""
+    path = Path(os.environ.get("DLLAB_DATA") or ROOT / "data")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
