@@ -40,6 +40,20 @@ K_IMAGE_ERROR = "kernels.image_error"
 
 # SGD ----------------------------------------------------------------------------------------------
 S_URL_LOADED = "sgd.url_loaded"
+S_LR = "sgd.lr"                        # learning rate (float, a value of the log-spaced slider)
+S_STEPS = "sgd.steps"                  # number of training steps
+S_BATCH = "sgd.batch"                  # mini-batch size; 0 = full batch (gradient descent)
+S_OPTIMIZER = "sgd.optimizer"          # "sgd" | "momentum" | "adam"
+S_NOISE = "sgd.noise"                  # scale of the uniform noise added to y
+S_N = "sgd.n"                          # number of points
+S_SEED = "sgd.seed"                    # seed of the points (and of the mini-batch shuffling)
+S_A1 = "sgd.a1"                        # start slope
+S_A2 = "sgd.a2"                        # start intercept
+S_LOGY = "sgd.logy"                    # bool: loss axis on a log scale
+S_SURFACE3D = "sgd.surface3d"          # bool: also draw the loss surface in 3D
+S_LINE_BY_LINE = "sgd.line_by_line"    # bool: four animation frames per step, one per code line
+S_SPEED = "sgd.speed"                  # milliseconds per animation frame
+S_COMPARE = "sgd.compare"              # text: learning rates to compare, comma-separated
 
 
 def keep_key(key: str) -> str:

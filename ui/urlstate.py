@@ -86,13 +86,33 @@ def _kernel_table() -> list[Param]:
     ]
 
 
+def _sgd_table() -> list[Param]:
+    from engine.sgd import OPTIMIZERS
+    return [
+        Param("lr", S.S_LR, "float", 0.1, lo=1e-4, hi=10.0),
+        Param("steps", S.S_STEPS, "int", 100, lo=1, hi=1000),
+        Param("bs", S.S_BATCH, "int", 0, lo=0, hi=1000),
+        Param("opt", S.S_OPTIMIZER, "str", "sgd", OPTIMIZERS),
+        Param("noise", S.S_NOISE, "float", 1.0, lo=0.0, hi=5.0),
+        Param("n", S.S_N, "int", 100, lo=10, hi=1000),
+        Param("seed", S.S_SEED, "int", 42, lo=0, hi=2**31 - 1),
+        Param("a1", S.S_A1, "float", -1.0, lo=-10.0, hi=10.0),
+        Param("a2", S.S_A2, "float", 1.0, lo=-10.0, hi=10.0),
+        Param("logy", S.S_LOGY, "bool", True),
+        Param("s3d", S.S_SURFACE3D, "bool", False),
+        Param("lines", S.S_LINE_BY_LINE, "bool", False),
+        Param("ms", S.S_SPEED, "int", 80, lo=10, hi=1000),
+        Param("cmp", S.S_COMPARE, "str", "0.01, 0.1, 0.9, 1.05"),
+    ]
+
+
 TABLES: dict[str, list[Param]] = {}
 
 
 def table(page: str) -> list[Param]:
     """The URL table of a page ("kernels", "sgd", ...). Built lazily so pages import only names."""
     if page not in TABLES:
-        TABLES[page] = {"kernels": _kernel_table}[page]()
+        TABLES[page] = {"kernels": _kernel_table, "sgd": _sgd_table}[page]()
     return TABLES[page]
 
 
