@@ -11,21 +11,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 from engine.system import describe_device, library_versions
+from ui import state as S
 
-st.set_page_config(page_title="Deep Learning Lab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
 
 LESSON_PATH = [
-    ("Kernel Playground", "pages/kernels.py",
+    ("Kernel Playground", "pages/kernels.py", ":material/grid_on:",
      "A picture is a grid of numbers. Slide a 3×3 kernel over it — multiply element by element, add "
      "— and edges, blur or sharpening appear. Stack kernels with ReLU between them, then watch "
      "gradient descent find a hidden kernel on its own: that is what a convolutional layer learns."),
-    ("SGD", "pages/sgd.py",
+    ("SGD", "pages/sgd.py", ":material/trending_down:",
      "The whole training loop on two numbers: fit a line by gradient descent and see what the "
      "learning rate does — too small crawls, too large overshoots and blows up."),
-    ("Train", "pages/train.py",
+    ("Train", "pages/train.py", ":material/model_training:",
      "The same loop at scale: a pretrained network, the LR finder, fit_one_cycle and fine_tune on "
      "digits, pets or your own images, with live loss curves."),
-    ("Explorer", "pages/explore.py",
+    ("Explorer", "pages/explore.py", ":material/search:",
      "Look at what the model got wrong: confusion matrix, top losses with Grad-CAM, clean the data, "
      "and predict a new photo."),
 ]
@@ -38,14 +39,14 @@ def _device_future() -> Future:
 
 
 def home() -> None:
-    st.title("🧪 Deep Learning Lab")
+    st.title("Deep Learning Lab")
     st.write("An interactive companion to the first two lessons of practical deep learning. "
              "Follow the pages in order, or jump to any of them from the menu on the left.")
     st.subheader("Lesson path")
-    for number, (title, path, text) in enumerate(LESSON_PATH, start=1):
+    for number, (title, path, icon, text) in enumerate(LESSON_PATH, start=1):
         with st.container(border=True):
             if os.path.exists(path):
-                st.page_link(path, label=f"**{number}. {title}**")
+                st.page_link(path, label=f"**{number}. {title}**", icon=icon)
             else:
                 st.markdown(f"**{number}. {title}** — _not built yet_")
             st.write(text)
@@ -61,11 +62,11 @@ def home() -> None:
 def _device_panel() -> None:
     future = _device_future()
     if not future.done():
-        st.session_state["home.device_polling"] = True
+        st.session_state[S.H_DEVICE_POLLING] = True
         st.info("Compute device: checking (PyTorch is still loading in the background)…")
         return
-    if st.session_state.get("home.device_polling"):
-        st.session_state["home.device_polling"] = False
+    if st.session_state.get(S.H_DEVICE_POLLING):
+        st.session_state[S.H_DEVICE_POLLING] = False
         st.rerun()  # redraw the page once so the panel stops polling
     try:
         st.success(f"Compute device: {future.result()['label']}")
@@ -74,10 +75,10 @@ def _device_panel() -> None:
 
 
 def main() -> None:
-    pages = [st.Page(home, title="Home", icon="🏠", default=True)]
-    for title, path, _ in LESSON_PATH:
+    pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
+    for title, path, icon, _ in LESSON_PATH:
         if os.path.exists(path):
-            pages.append(st.Page(path, title=title))
+            pages.append(st.Page(path, title=title, icon=icon))
     st.navigation(pages).run()
 
 

@@ -233,10 +233,11 @@ def compose_linear(k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
 # Turning a signed response into a picture
 
 def _diverging_lut() -> np.ndarray:
-    """256×3 blue–white–orange lookup table (blue/orange stay apart for red-green colour blindness)."""
+    """255×3 blue–white–orange lookup table: odd length, so 0 falls exactly on white; blue and
+    orange stay distinct for red-green colour blindness."""
     anchors = np.array([[0.0, 33, 102, 172], [0.25, 103, 169, 207], [0.5, 247, 247, 247],
                         [0.75, 244, 165, 94], [1.0, 179, 88, 6]])
-    t = np.linspace(0, 1, 256)
+    t = np.linspace(0, 1, 255)
     lut = np.stack([np.interp(t, anchors[:, 0], anchors[:, c]) for c in (1, 2, 3)], axis=1)
     return np.clip(np.rint(lut), 0, 255).astype(np.uint8)
 
@@ -253,13 +254,14 @@ class Rendered:
     note: str
 
 
-def render_response(response: np.ndarray, mode: str = "clip") -> Rendered:
+def render_response(response: np.ndarray, mode: str = "clip", *, scale: float | None = None) -> Rendered:
     """Show a signed float response as uint8.
 
     clip: values clipped to 0–255, as classic photo filters do (negatives become black).
     abs: |value|, scaled so the largest magnitude is white (edges of either sign light up).
     diverging: negative blue, zero white, positive orange, symmetric around zero; a colour image is
-    shown by the mean of its channels.
+    shown by the mean of its channels. `scale` overrides the magnitude drawn at full intensity (so a
+    shrunken copy for display keeps the colours of the full-size response).
     """
     if mode not in DISPLAY_MODES:
         raise ValueError(f"Unknown display mode {mode!r}; choose one of {', '.join(DISPLAY_MODES)}.")
@@ -267,13 +269,14 @@ def render_response(response: np.ndarray, mode: str = "clip") -> Rendered:
     if mode == "clip":
         return Rendered(np.clip(r, 0, 255).astype(np.uint8), 255.0, "values clipped to 0–255")
     if mode == "abs":
-        m = float(np.abs(r).max()) or 1.0
+        m = scale or float(np.abs(r).max()) or 1.0
         img = np.abs(r) * (255.0 / m)
-        return Rendered(np.clip(img, 0, 255).astype(np.uint8), m, f"white = |response| of {m:.4g}")
+        return Rendered(np.clip(img, 0, 255).astype(np.uint8), m,
+                        f"white = |response| of {m:.4g} or more")
     signed = r.mean(axis=2) if r.ndim == 3 else r
-    m = float(np.abs(signed).max()) or 1.0
-    idx = np.clip(np.rint((signed / m + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return Rendered(DIVERGING_LUT[idx], m, f"blue = −{m:.4g}, white = 0, orange = +{m:.4g}")
+    m = scale or float(np.abs(signed).max()) or 1.0
+    idx = np.clip(np.rint((signed / m + 1.0) * 127.0), 0, 254).astype(np.uint8)
+    return Rendered(DIVERGING_LUT[idx], m, f"blue ≤ −{m:.4g}, white = 0, orange ≥ +{m:.4g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +287,9 @@ class LearnConfig:
     """Settings of a kernel-learning run (seeded, so a run can be repeated exactly)."""
 
     steps: int = 300          # gradient-descent steps
-    lr: float | None = None   # learning rate; None = 1/λmax of the loss's curvature for this image
+    lr: float | None = None   # learning rate; None = lr_scale × (1/λmax of the loss's curvature)
+    lr_scale: float = 1.0     # multiplies the automatic rate: plain descent diverges above 2,
+                              # with momentum 0.9 above 3.8 (= 2·(1+0.9))
     momentum: float = 0.9     # heavy-ball momentum (0 = plain gradient descent)
     init: str = "zero"        # "zero" or "random" starting kernel
     seed: int = 0             # seeds the random start
@@ -306,10 +311,27 @@ class LearnResult:
     history: list[LearnStep] = field(default_factory=list)
 
 
+def response_scale(response: np.ndarray, mode: str, *, percentile: float = 99.5) -> float:
+    """The magnitude drawn at full intensity: a high percentile of |response|, not the maximum.
+
+    A few extreme pixels (a bright edge) would otherwise squash everything else into near-white.
+    Estimated on at most ~250k pixels, so it stays cheap on a 12-megapixel photo.
+    """
+    r = np.asarray(response)
+    if mode == "diverging" and r.ndim == 3:
+        r = r.mean(axis=2)
+    step = max(1, int(np.sqrt(r.shape[0] * r.shape[1] / 250_000)))
+    sample = np.abs(r[::step, ::step]).ravel()
+    return float(np.percentile(sample, percentile)) or float(sample.max()) or 1.0
+
+
 def _learning_image(image: np.ndarray, size: int) -> np.ndarray:
     from engine.images import resize_to_fit, to_grey
     grey = to_grey(image) if image.ndim == 3 else image
-    return resize_to_fit(grey, size).astype(np.float32) / 255.0  # (H, W) in [0, 1]
+    x = resize_to_fit(grey, size).astype(np.float32)
+    # Centred and scaled: a photo's large average brightness would otherwise dominate the curvature,
+    # so one learning rate would be far too small for the weights that encode edges.
+    return (x - x.mean()) / (x.std() + 1e-6)  # (H, W), mean 0, std 1
 
 
 def safe_learning_rate(x: np.ndarray) -> float:
@@ -336,7 +358,7 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
         raise ValueError(f"Unknown init {cfg.init!r}; choose 'zero' or 'random'.")
     x_np = _learning_image(image, cfg.size)
     target_np = apply_kernel(x_np, _check_kernel(target_kernel), border=cfg.border)
-    lr = cfg.lr if cfg.lr is not None else safe_learning_rate(x_np)
+    lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * safe_learning_rate(x_np)
     mode = {"zero": "constant", "reflect": "reflect", "replicate": "replicate"}[cfg.border]
     x = F.pad(torch.from_numpy(x_np)[None, None], (1, 1, 1, 1), mode=mode)  # (1, 1, H+2, W+2)
     target = torch.from_numpy(target_np)[None, None]                          # (1, 1, H, W)
@@ -349,7 +371,8 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
         return F.mse_loss(F.conv2d(x, weights), target)  # conv2d is cross-correlation, like ours
 
     with torch.no_grad():
-        yield LearnStep(0, float(loss_now()), weights[0, 0].detach().numpy().copy())
+        first = float(loss_now())
+        yield LearnStep(0, first, weights[0, 0].detach().numpy().copy())
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             return
@@ -357,6 +380,10 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % report_every == 0 or step == cfg.steps:
-            with torch.no_grad():
-                yield LearnStep(step, float(loss_now()), weights[0, 0].detach().numpy().copy())
+        with torch.no_grad():
+            now = float(loss_now())
+        diverged = not math.isfinite(now) or now > 1e6 * max(first, 1e-12)
+        if diverged or step % report_every == 0 or step == cfg.steps:
+            yield LearnStep(step, now, weights[0, 0].detach().numpy().copy())
+        if diverged:  # the rate is too large: stop cleanly instead of filling the chart with inf
+            return

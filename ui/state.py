@@ -34,7 +34,8 @@ K_LAST_KERNEL = "kernels.last_kernel"  # last valid kernel (np.ndarray), kept wh
 K_IMAGE = "kernels.image"              # current working image (np.ndarray) and its description
 K_IMAGE_NAME = "kernels.image_name"
 K_UPLOAD_DIGEST = "kernels.upload_digest"
-K_LEARN_JOB = "kernels.learn_job"
+K_LEARN_RUN = "kernels.learn_run"      # settings of the last requested learning run
+H_DEVICE_POLLING = "home.device_polling"
 K_URL_LOADED = "kernels.url_loaded"
 K_IMAGE_ERROR = "kernels.image_error"
 

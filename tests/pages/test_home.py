@@ -12,8 +12,11 @@ def test_home_shows_lesson_path_device_and_versions():
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value.endswith("Deep Learning Lab")
-    text = " ".join(m.value for m in at.markdown)
-    assert "Kernel Playground" in text and "SGD" in text
+    links = [el.proto.label for el in at.get("page_link")]
+    assert any("1. Kernel Playground" in label for label in links)
+    text = " ".join(m.value for m in at.markdown) + " ".join(links)
+    for title in ("Kernel Playground", "SGD", "Train", "Explorer"):
+        assert title in text
     device_msgs = [e.value for e in at.info] + [e.value for e in at.success]
     assert any("Compute device" in m for m in device_msgs)
     versions = at.table[0].value
