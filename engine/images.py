@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -97,6 +98,13 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def _bomb_error(exc: Exception, max_pixels: int) -> ImageError:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "far more pixels than it holds"
+    return ImageError(f"This image declares {size}, over the {max_pixels / 1e6:.0f}-megapixel limit "
+                      "(a possible decompression bomb), so it was not decoded. Use a smaller image.")
+
+
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_BYTES, min_side: int = 3) -> np.ndarray:
     """Decode an image safely to a uint8 array of shape (H, W, 3).
@@ -116,9 +124,8 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         except (UnidentifiedImageError, SyntaxError, ValueError, TypeError, OSError, EOFError):
             raise ImageError(f"This file is not an image the app can read "
                              f"({_describe_non_image(data)}). {FORMATS_SENTENCE}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError("This image declares far more pixels than it could sensibly hold "
-                             "(a decompression bomb), so it was not opened.") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb_error(exc, max_pixels) from None
         with img:
             fmt = (img.format or "").upper()
             if fmt not in ALLOWED_FORMATS:
@@ -138,9 +145,8 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb_array(img)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise ImageError("This image declares far more pixels than it could sensibly hold "
-                                 "(a decompression bomb), so it was not opened.") from None
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise _bomb_error(exc, max_pixels) from None
             except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
                 reason = "it is cut short (truncated)" if "truncat" in str(exc).lower() else \
                     "its pixel data is damaged"

@@ -1,0 +1,540 @@
+"""engine.data: sources, zip intake, verify, split, transforms and loaders. All data made here."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import struct
+import tarfile
+import threading
+import warnings
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import data
+from engine.data import DataConfig, DataError
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path, monkeypatch):
+    """Every test gets its own app data directory (quarantine, default folders)."""
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path / "appdata"))
+
+
+def _png(colour=(10, 200, 30), size=(12, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0], 3), colour, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(colour=(10, 200, 30), size=(40, 30)) -> bytes:
+    rng = np.random.default_rng(0)
+    arr = np.clip(np.full((size[1], size[0], 3), colour) + rng.integers(-20, 20, (size[1], size[0], 3)),
+                  0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _make_classes(root: Path, counts: dict[str, int]) -> Path:
+    for k, (cls, n) in enumerate(sorted(counts.items())):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / cls / f"img{i:03d}.png").write_bytes(_png((20 * k % 255, 7 * i % 255, 100)))
+    return root
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------
+# Zip intake
+
+
+@pytest.fixture
+def zip_env(tmp_path):
+    """An upload folder, and a data-set folder that already holds a previous data set."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    sets = tmp_path / "sets"
+    dest = sets / "bears"
+    (dest / "grizzly").mkdir(parents=True)
+    (dest / "grizzly" / "old.png").write_bytes(_png())
+    return uploads, sets, dest
+
+
+def _zip(path: Path, entries: list[tuple[str, bytes]] | list, *, compression=zipfile.ZIP_DEFLATED) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # duplicate names are written on purpose
+        with zipfile.ZipFile(path, "w", compression) as zf:
+            for entry in entries:
+                if isinstance(entry, zipfile.ZipInfo):
+                    zf.writestr(entry, b"/etc/passwd")
+                else:
+                    name, body = entry
+                    zf.writestr(zipfile.ZipInfo(name), body, compress_type=compression)
+    return path
+
+
+def _assert_rejected(src: Path, dest: Path, sets: Path, tmp_path: Path, match: str, **caps):
+    before_dest = _tree(dest)
+    before_all = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    with pytest.raises(DataError, match=match):
+        data.extract_zip(src, dest, **caps)
+    assert _tree(dest) == before_dest                             # previous data set intact
+    assert sorted(p.name for p in sets.iterdir()) == ["bears"]    # no temporary folder left
+    after_all = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after_all == before_all                                # nothing written anywhere
+
+
+@pytest.mark.parametrize("name, match", [
+    ("../x.png", r"'\.\.'"),
+    ("/abs.png", "absolute"),
+    ("C:\\x.png", "backslash|drive"),
+    ("C:x.png", "drive"),
+    ("a/../../x.png", r"'\.\.'"),
+    ("teddy\\..\\..\\x.png", "backslash"),
+])
+def test_zip_with_an_unsafe_path_is_refused(zip_env, tmp_path, name, match):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "bad.zip", [("teddy/ok.png", _png()), (name, _png())])
+    _assert_rejected(src, dest, sets, tmp_path, match)
+    assert not (tmp_path / "x.png").exists() and not Path("/abs.png").exists()
+
+
+def test_zip_with_a_symlink_is_refused(zip_env, tmp_path):
+    uploads, sets, dest = zip_env
+    link = zipfile.ZipInfo("teddy/link.png")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    src = _zip(uploads / "link.zip", [("teddy/ok.png", _png()), link])
+    _assert_rejected(src, dest, sets, tmp_path, "link")
+
+
+def test_zip_bomb_is_refused(zip_env, tmp_path):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "bomb.zip", [("teddy/big.png", b"\0" * 3_000_000)])
+    assert src.stat().st_size < 20_000    # a small file...
+    _assert_rejected(src, dest, sets, tmp_path, "limit", max_bytes=1_000_000)
+
+
+def test_zip_bomb_with_lying_headers_is_refused(zip_env, tmp_path):
+    """The headers claim 100 bytes; the data expands to 3 MB. What is read is what counts."""
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "liar.zip", [("teddy/big.png", b"\0" * 3_000_000)])
+    raw = bytearray(src.read_bytes())
+    true_size = struct.pack("<I", 3_000_000)
+    # Uncompressed-size fields sit at offset 22 of the local header and 24 of the central one.
+    local = raw.find(b"PK\x03\x04")
+    central = raw.find(b"PK\x01\x02")
+    assert raw[local + 22:local + 26] == true_size and raw[central + 24:central + 28] == true_size
+    raw[local + 22:local + 26] = struct.pack("<I", 100)
+    raw[central + 24:central + 28] = struct.pack("<I", 100)
+    src.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(src).infolist()[0].file_size == 100
+    _assert_rejected(src, dest, sets, tmp_path, "damaged|limit", max_bytes=1_000_000)
+
+
+def test_stream_counting_stops_at_the_cap_whatever_the_headers_say(zip_env, tmp_path, monkeypatch):
+    """Even if the declared sizes were believed, the bytes actually unpacked are counted."""
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "two.zip", [("teddy/a.png", b"\1" * 600_000), ("teddy/b.png", b"\2" * 600_000)])
+    monkeypatch.setattr(data, "_declared_size", lambda info: 1)
+    _assert_rejected(src, dest, sets, tmp_path, "more than", max_bytes=1_000_000)
+
+
+def test_zip_with_too_many_entries_is_refused(zip_env, tmp_path):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "many.zip", [(f"teddy/{i}.png", _png()) for i in range(6)])
+    _assert_rejected(src, dest, sets, tmp_path, "over the limit", max_files=5)
+
+
+@pytest.mark.parametrize("names", [["teddy/a.png", "teddy/a.png"], ["teddy/a.png", "Teddy/A.png"],
+                                   ["teddy/a.png", "teddy/a.png/b.png"]])
+def test_zip_with_duplicate_names_is_refused(zip_env, tmp_path, names):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "dup.zip", [(n, _png()) for n in names])
+    _assert_rejected(src, dest, sets, tmp_path, "more than once")
+
+
+def test_zip_with_overlapping_entries_is_refused(zip_env, tmp_path):
+    """Two directory records pointing at the same bytes: the overlapping-entry bomb trick."""
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "one.zip", [("teddy/a.png", b"\0" * 50_000)])
+    raw = src.read_bytes()
+    cd = raw.find(b"PK\x01\x02")
+    eocd = raw.find(b"PK\x05\x06")
+    record = raw[cd:eocd]
+    twin = bytearray(record)
+    twin[46:46 + len("teddy/a.png")] = b"teddy/b.png"      # same length, same data offset
+    cd_size = 2 * len(record)
+    end = bytearray(raw[eocd:])
+    end[8:10] = struct.pack("<H", 2)
+    end[10:12] = struct.pack("<H", 2)
+    end[12:16] = struct.pack("<I", cd_size)
+    src.write_bytes(raw[:cd] + record + bytes(twin) + bytes(end))
+    assert len(zipfile.ZipFile(src).infolist()) == 2
+    _assert_rejected(src, dest, sets, tmp_path, "overlap")
+
+
+def test_not_a_zip_is_refused(zip_env, tmp_path):
+    uploads, sets, dest = zip_env
+    src = uploads / "fake.zip"
+    src.write_bytes(b"<html>not a zip</html>")
+    _assert_rejected(src, dest, sets, tmp_path, "not a zip")
+
+
+def test_good_zip_replaces_the_data_set(zip_env, tmp_path):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "bears.zip", [
+        ("bears/", b""), ("bears/teddy/1.png", _png()), ("bears/teddy/2.png", _png((1, 2, 3))),
+        ("bears/black/1.png", _png((9, 9, 9))), ("__MACOSX/bears/._1.png", b"junk"),
+        ("bears/.DS_Store", b"junk")])
+    out = data.extract_zip(src, dest)
+    assert out == dest
+    assert sorted(_tree(dest)) == ["black/1.png", "teddy/1.png", "teddy/2.png"]  # wrapper dropped
+    assert sorted(p.name for p in sets.iterdir()) == ["bears"]
+    items = data.load_items(dest)
+    assert items.classes == ["black", "teddy"]
+
+
+# --------------------------------------------------------------------------------------------
+# verify_images
+
+
+def test_verify_images_reports_and_quarantines_bad_files(tmp_path):
+    folder = tmp_path / "pets" / "cat"
+    folder.mkdir(parents=True)
+    good = _jpeg(size=(200, 150))
+    (folder / "good.jpg").write_bytes(good)
+    (folder / "good.png").write_bytes(_png())
+    (folder / "truncated.jpg").write_bytes(good[: len(good) * 6 // 10])
+    (folder / "fake.jpg").write_bytes(b"<!DOCTYPE html><html><body>404</body></html>")
+    (folder / "notes.txt").write_text("not an image and not listed")
+    root = tmp_path / "pets"
+
+    bad = data.verify_images(root)
+    assert [p.name for p, _ in bad] == ["fake.jpg", "truncated.jpg"]
+    reasons = dict((p.name, r) for p, r in bad)
+    assert "HTML" in reasons["fake.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert (folder / "fake.jpg").exists()                     # without delete nothing moves
+
+    quarantine = tmp_path / "q"
+    bad2 = data.verify_images(root, delete=True, quarantine=quarantine)
+    assert [p for p, _ in bad2] == [p for p, _ in bad]
+    assert sorted(p.name for p in folder.iterdir()) == ["good.jpg", "good.png", "notes.txt"]
+    assert (quarantine / "cat" / "truncated.jpg").read_bytes() == good[: len(good) * 6 // 10]
+    assert (quarantine / "cat" / "fake.jpg").read_bytes().startswith(b"<!DOCTYPE")
+    assert data.verify_images(root) == []
+
+
+def test_verify_images_default_quarantine_is_under_the_data_dir(tmp_path):
+    root = tmp_path / "set"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(b"fake")
+    data.verify_images(root, delete=True)
+    moved = list((tmp_path / "appdata" / "quarantine").rglob("x.png"))
+    assert len(moved) == 1 and moved[0].read_bytes() == b"fake"
+    assert moved[0].parent.name == "a"
+
+
+# --------------------------------------------------------------------------------------------
+# Split and listing
+
+
+def test_plain_class_folders_split_is_seeded_and_stable(tmp_path):
+    root = _make_classes(tmp_path / "set", {"b_dog": 20, "a_cat": 30, "c_cow": 10})
+    (root / "a_cat" / "readme.txt").write_text("ignored")
+    items = data.load_items(root)
+    assert items.classes == ["a_cat", "b_dog", "c_cow"]
+    assert not items.has_valid_folder
+    n_valid = {c: sum(1 for _, y in items.valid if y == i) for i, c in enumerate(items.classes)}
+    assert n_valid == {"a_cat": 6, "b_dog": 4, "c_cow": 2}          # 20 % of each class
+    assert len(items.train) + len(items.valid) == 60
+    assert not {p for p, _ in items.train} & {p for p, _ in items.valid}
+    assert items.valid == sorted(items.valid, key=lambda t: t[0].relative_to(root).as_posix())
+    for path, label in items.train + items.valid:
+        assert path.parent.name == items.classes[label]
+
+    # Same files, another listing order and another place on disk: the same split.
+    copy = tmp_path / "copy"
+    os.rename(root, copy)
+    again = data.load_items(copy)
+    rel = lambda lst, r: [(p.relative_to(r).as_posix(), y) for p, y in lst]  # noqa: E731
+    assert rel(again.valid, copy) == rel(items.valid, root)
+    real_walk = os.walk
+    backwards = lambda *a, **k: [(d, sub[::-1], files[::-1])  # noqa: E731
+                                 for d, sub, files in reversed(list(real_walk(*a, **k)))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data.os, "walk", backwards)
+        assert rel(data.load_items(copy).valid, copy) == rel(items.valid, root)
+    other = data.load_items(copy, seed=7)
+    assert rel(other.valid, copy) != rel(items.valid, root)
+
+    # Removing a training file (cleaning) moves nothing else between train and valid.
+    gone = again.train[0][0]
+    gone.unlink()
+    after = data.load_items(copy)
+    assert {p for p, _ in after.valid} == {p for p, _ in again.valid}
+
+
+def test_train_valid_folders_are_used_as_given(tmp_path):
+    root = tmp_path / "set"
+    _make_classes(root / "train", {"cat": 5, "dog": 4})
+    _make_classes(root / "valid", {"cat": 2, "dog": 1, "emu": 1})
+    items = data.load_items(root, valid_pct=0.5)
+    assert items.has_valid_folder
+    assert items.classes == ["cat", "dog", "emu"]
+    assert len(items.train) == 9 and len(items.valid) == 4
+    assert all(p.parts[-3] == "train" for p, _ in items.train)
+    assert all(p.parts[-3] == "valid" for p, _ in items.valid)
+    assert [items.classes[y] for _, y in items.valid] == ["cat", "cat", "dog", "emu"]
+
+
+@pytest.mark.parametrize("counts, match", [({"only": 3}, "two class folders"), ({}, "two class")])
+def test_too_few_classes(tmp_path, counts, match):
+    root = _make_classes(tmp_path / "set", counts)
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=match):
+        data.load_items(root)
+
+
+# --------------------------------------------------------------------------------------------
+# Digits
+
+
+def test_digits_folder_writes_1797_pngs_in_10_folders_once(tmp_path):
+    dest = tmp_path / "digits"
+    out = data.digits_folder(dest)
+    assert out == dest
+    folders = sorted(p.name for p in dest.iterdir())
+    assert folders == [str(d) for d in range(10)]
+    files = sorted(dest.rglob("*.png"))
+    assert len(files) == 1797
+    img = np.asarray(Image.open(files[0]))
+    assert img.shape == (8, 8) and img.dtype == np.uint8 and img.max() > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]   # no temporary folder
+
+    mtime = files[0].stat().st_mtime_ns
+    files[0].unlink()   # a cleaned data set is left as the user left it
+    assert data.digits_folder(dest) == dest
+    assert len(list(dest.rglob("*.png"))) == 1796
+    assert files[1].stat().st_mtime_ns >= mtime
+
+
+def test_digits_crash_leaves_no_half_set(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_save = Image.Image.save
+
+    def failing_save(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 50:
+            raise OSError("disk full")
+        return real_save(self, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError):
+        data.digits_folder(tmp_path / "digits")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Oxford-IIIT Pet (a tiny fake copy in the same layout; never the network)
+
+PET_IDS = {  # image id -> (class id, species 1 cat / 2 dog)
+    "Abyssinian_1": (1, 1), "Abyssinian_2": (1, 1), "Abyssinian_3": (1, 1),
+    "american_bulldog_1": (2, 2), "american_bulldog_2": (2, 2), "american_bulldog_3": (2, 2),
+    "beagle_1": (5, 2), "beagle_2": (5, 2),
+    "Bengal_1": (6, 1), "Bengal_2": (6, 1),
+}
+PET_TEST = {"Abyssinian_3", "american_bulldog_3", "beagle_2", "Bengal_2"}
+
+
+def _fake_pets(base: Path) -> Path:
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    for k, image_id in enumerate(PET_IDS):
+        (base / "images" / f"{image_id}.jpg").write_bytes(_jpeg((20 * k, 100, 200)))
+    for split, ids in (("trainval", [i for i in PET_IDS if i not in PET_TEST]),
+                       ("test", [i for i in PET_IDS if i in PET_TEST])):
+        lines = [f"{i} {PET_IDS[i][0]} {PET_IDS[i][1]} 1" for i in ids]
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def test_pets_loader_on_a_fake_copy_breeds(tmp_path):
+    root = tmp_path / "downloads"
+    _fake_pets(root / "oxford-iiit-pet")
+    dest = data.pets_folder(tmp_path / "pets", root=root, download=False)
+    tree = _tree(dest)
+    assert sorted({k.split("/")[0] for k in tree}) == ["Abyssinian", "American Bulldog", "Beagle",
+                                                      "Bengal"]
+    assert len(tree) == len(PET_IDS)
+    src = root / "oxford-iiit-pet" / "images" / "beagle_1.jpg"
+    assert (dest / "Beagle" / "beagle_1.jpg").read_bytes() == src.read_bytes()
+    assert (dest / "Beagle" / "beagle_1.jpg").stat().st_ino == src.stat().st_ino   # linked, not copied
+    items = data.load_items(dest)
+    assert items.classes == ["Abyssinian", "American Bulldog", "Beagle", "Bengal"]
+    # Idempotent: a second call returns the folder as it is.
+    assert data.pets_folder(tmp_path / "pets", root=root, download=False) == dest
+
+
+def test_pets_loader_species_and_official_split(tmp_path):
+    root = tmp_path / "downloads"
+    _fake_pets(root / "oxford-iiit-pet")
+    dest = data.pets_folder(tmp_path / "cats-dogs", labels="species", root=root, download=False,
+                            official_split=True)
+    items = data.load_items(dest)
+    assert items.has_valid_folder and items.classes == ["Cat", "Dog"]
+    assert sorted(p.stem for p, _ in items.valid) == sorted(PET_TEST)
+    for path, label in items.train + items.valid:
+        assert (items.classes[label] == "Cat") == (PET_IDS[path.stem][1] == 1)
+
+
+def test_pets_without_a_copy_and_no_download(tmp_path):
+    with pytest.raises(DataError, match="no copy of Oxford-IIIT Pet"):
+        data.pets_folder(tmp_path / "pets", root=tmp_path / "empty", download=False)
+    with pytest.raises(DataError, match="Unknown pet labels"):
+        data.pets_folder(tmp_path / "pets", labels="birds")
+    assert "MB" in data.pets_download_size() and data.PETS_DOWNLOAD_BYTES > 700e6
+
+
+def test_pets_download_reports_progress(tmp_path, monkeypatch):
+    """The download path, served by a local HTTP server with archives in the real layout."""
+    site = tmp_path / "site"
+    site.mkdir()
+    fake = _fake_pets(tmp_path / "build" / "oxford-iiit-pet")
+    resources = []
+    for name, folder in (("images.tar.gz", "images"), ("annotations.tar.gz", "annotations")):
+        with tarfile.open(site / name, "w:gz") as tar:
+            tar.add(fake / folder, arcname=folder)
+        resources.append((name, hashlib.md5((site / name).read_bytes()).hexdigest()))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=site))
+    httpd.RequestHandlerClass.log_message = lambda *a: None
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setattr(data, "_pets_resources",
+                            lambda: [(f"{base_url}/{n}", md5) for n, md5 in resources])
+        seen: list[tuple[float, str]] = []
+        dest = data.pets_folder(tmp_path / "pets", root=tmp_path / "dl",
+                                progress=lambda f, m: seen.append((f, m)))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert len(list(dest.rglob("*.jpg"))) == len(PET_IDS)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(m.startswith("Downloading images.tar.gz") for _, m in seen)
+    assert not list((tmp_path / "dl" / "oxford-iiit-pet").glob("*.tar.gz"))   # archives removed
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders, transforms, show_batch
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    root = tmp_path / "set"
+    for k, cls in enumerate(["red", "blue"]):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            colour = (220, 20, 20) if cls == "red" else (20, 20, 220)
+            (root / cls / f"{i:02d}.jpg").write_bytes(_jpeg(colour, size=(30 + i, 20 + k)))
+    (root / "red" / "broken.jpg").write_bytes(b"not really a jpeg")
+    return root
+
+
+def test_dataloaders_shapes_dtypes_normalisation_and_valid_order(small_set):
+    cfg = DataConfig(size=24, bs=4, augment=False)
+    dls = data.build_dataloaders(small_set, cfg)
+    assert dls.classes == ["blue", "red"] and dls.size == 24
+    assert [p.name for p, _ in dls.skipped] == ["broken.jpg"]
+    assert len(dls.train_items) + len(dls.valid_items) == 20
+    items = data.load_items(small_set)          # the split is made first, bad files dropped after
+    assert dls.valid_items == [it for it in items.valid if it[0].name != "broken.jpg"]
+    assert dls.train_items == [it for it in items.train if it[0].name != "broken.jpg"]
+    x, y = next(iter(dls.train))
+    assert x.shape == (4, 3, 24, 24) and x.dtype == torch.float32
+    assert y.shape == (4,) and y.dtype == torch.int64
+    # Valid batches follow valid_items exactly, and normalisation is (pixel/255 - mean) / std.
+    xs, ys = zip(*list(dls.valid))
+    xv, yv = torch.cat(xs), torch.cat(ys)
+    assert yv.tolist() == [label for _, label in dls.valid_items]
+    for i, (path, _) in enumerate(dls.valid_items):
+        want = data.resize_crop(data.load_image(path), 24)                 # (24, 24, 3) uint8
+        want = torch.from_numpy(want).permute(2, 0, 1).float() / 255
+        mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
+        torch.testing.assert_close(xv[i], (want - mean) / std)
+    red = dls.classes.index("red")
+    assert all((xv[i, 0].mean() > xv[i, 2].mean()) == (yv[i] == red) for i in range(len(yv)))
+    # Two passes over valid give the same batches; train is reshuffled.
+    assert torch.equal(torch.cat([b for b, _ in dls.valid]), xv)
+
+
+def test_train_augmentation_varies_per_image_and_is_off_for_valid(small_set):
+    cfg = DataConfig(size=24, bs=8, max_rotate=30, max_zoom=1.5)
+    dls = data.build_dataloaders(small_set, cfg)
+    ds = dls.train.dataset
+    one = ds.images[:1].repeat(8, 1, 1, 1)                                  # the same image 8 times
+    torch.manual_seed(0)
+    out = dls.train.collate_fn([(img, torch.tensor(0)) for img in one])[0]
+    assert out.shape == (8, 3, 24, 24)
+    assert len({round(float(v), 4) for v in out.flatten(1).sum(1)}) == 8   # each image differs
+    plain = DataConfig(size=24, bs=8, augment=False)
+    still = data.build_dataloaders(small_set, plain).train.collate_fn([(img, torch.tensor(0))
+                                                                       for img in one])[0]
+    assert torch.allclose(still, still[:1].expand_as(still))
+
+
+def test_batch_augment_identity_when_ranges_are_zero():
+    aug = data.BatchAugment(flip=False, max_rotate=0, max_zoom=1.0, max_lighting=0.0)
+    x = torch.rand(5, 3, 16, 16)
+    torch.testing.assert_close(aug(x), x, atol=1e-5, rtol=0)
+
+
+def test_digits_loader_upscales(tmp_path):
+    dls = data.build_dataloaders(data.digits_folder(tmp_path / "d"), DataConfig(size=32, bs=64))
+    assert len(dls.train_items) + len(dls.valid_items) == 1797
+    assert len(dls.valid_items) == pytest.approx(359, abs=5)
+    x, y = next(iter(dls.train))
+    assert x.shape == (64, 3, 32, 32) and int(y.max()) <= 9
+    assert len(dls.train) == len(dls.train_items) // 64   # last partial batch dropped
+
+
+def test_show_batch_returns_a_grid_and_leaves_the_rng_alone(small_set):
+    dls = data.build_dataloaders(small_set, DataConfig(size=24, bs=4))
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    grid = data.show_batch(dls, n=6, ncols=3, tile=40)
+    assert torch.equal(torch.rand(1), before)
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    assert grid.shape[1] == 3 * 44 + 4 and grid.shape[0] == 2 * (40 + 16 + 4) + 4
+    valid = data.show_batch(dls, split="valid", n=2, ncols=2, tile=40)
+    # Un-normalised: the first valid tile is the original colour, not a normalised one.
+    first = data.load_image(dls.valid_items[0][0])
+    assert np.abs(valid[10:30, 10:30].mean((0, 1)) - first.mean((0, 1))).max() < 12
+    with pytest.raises(DataError):
+        data.show_batch(dls, split="test")
+
+
+def test_config_is_checked():
+    with pytest.raises(DataError, match="size"):
+        DataConfig(size=2)
+    with pytest.raises(DataError, match="validation share"):
+        DataConfig(valid_pct=1.0)
+    assert DataConfig().seed == 42 and DataConfig().mean == data.IMAGENET_MEAN
