@@ -191,25 +191,27 @@ def _download_pets(base: Path, progress: Progress | None) -> None:
 
     resources = _pets_resources()
     base.mkdir(parents=True, exist_ok=True)
-    total = sum(PETS_FILES.get(url.rsplit("/", 1)[-1], 0) for url, _ in resources) or None
-    done = 0
-    for url, md5 in resources:
+    # Each archive's share of the progress bar follows its known size (images are 97 % of it).
+    sizes = [PETS_FILES.get(url.rsplit("/", 1)[-1], 1) for url, _ in resources]
+    weights = [sz / sum(sizes) for sz in sizes]
+    for k, (url, md5) in enumerate(resources):
         name = url.rsplit("/", 1)[-1]
         archive = base / name
+        before = sum(weights[:k])
         if not check_integrity(str(archive), md5):
             part = base / f".{name}.part"
             try:
                 with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
-                    size = int(resp.headers.get("Content-Length") or 0)
-                    if total is None and size:
-                        total = size
+                    length = int(resp.headers.get("Content-Length") or 0) or PETS_FILES.get(name, 0)
+                    done = 0
                     while chunk := resp.read(1 << 20):
                         out.write(chunk)
                         done += len(chunk)
                         if progress is not None:
-                            frac = min(done / total, 1.0) if total else 0.0
-                            progress(frac, f"Downloading {name}: {done / 1e6:,.0f} MB"
-                                           + (f" of {total / 1e6:,.0f} MB" if total else ""))
+                            share = min(done / length, 1.0) if length else 0.0
+                            progress(min(before + weights[k] * share, 1.0),
+                                     f"Downloading {name}: {done / 1e6:,.1f} of "
+                                     f"{length / 1e6:,.1f} MB")
             except OSError as exc:
                 part.unlink(missing_ok=True)
                 raise DataError(f"Oxford-IIIT Pet could not be downloaded ({exc.__class__.__name__}); "
@@ -218,10 +220,8 @@ def _download_pets(base: Path, progress: Progress | None) -> None:
             if not check_integrity(str(archive), md5):
                 archive.unlink()
                 raise DataError(f"The downloaded {name} is damaged (checksum mismatch); try again.")
-        else:
-            done += archive.stat().st_size
         if progress is not None:
-            progress(min(done / total, 1.0) if total else 1.0, f"Unpacking {name}")
+            progress(min(before + weights[k], 1.0), f"Unpacking {name}")
         extract_archive(str(archive), str(base))
         archive.unlink()   # the unpacked copy is what is used; keep the disk use single
 
@@ -261,14 +261,17 @@ def pets_folder(dest: str | os.PathLike | None = None, *, labels: str = "breeds"
             except (RuntimeError, OSError, ValueError) as exc:
                 raise DataError(f"The Oxford-IIIT Pet copy in {root} is incomplete ({exc}); delete "
                                 f"it and download it again.") from None
-            names = ds.classes if labels == "breeds" else ds.bin_classes
             # torchvision keeps file paths and labels in these lists; reading them avoids decoding
             # every photo just to learn its label.
             targets = ds._labels if labels == "breeds" else ds._bin_labels
             for src, target in zip(ds._images, targets):
                 if not Path(src).is_file():
                     continue   # listed but absent: a handful are missing from some mirrors
-                cls_dir = (tmp / folder if official_split else tmp) / names[target]
+                # Breed names as torchvision spells them ("American Bulldog"), taken from the file
+                # name itself: ds.classes is indexed by position and shifts if a split lacks a breed.
+                name = " ".join(part.title() for part in Path(src).stem.rsplit("_", 1)[0].split("_")) \
+                    if labels == "breeds" else ds.bin_classes[target]
+                cls_dir = (tmp / folder if official_split else tmp) / name
                 cls_dir.mkdir(parents=True, exist_ok=True)
                 out = cls_dir / Path(src).name
                 try:
@@ -329,6 +332,11 @@ def _local_header_len(info: zipfile.ZipInfo) -> int:
         return 30 + len(info.orig_filename.encode("utf-8"))
 
 
+def _declared_size(info: zipfile.ZipInfo) -> int:
+    """What the zip's directory claims an entry unpacks to: a quick first check, never trusted."""
+    return info.file_size
+
+
 def extract_zip(src: str | os.PathLike | io.IOBase, dest: str | os.PathLike, *,
                 max_files: int = 20_000, max_bytes: int = 2 * 1024 ** 3) -> Path:
     """Extract a zip of class folders into `dest`, safely; returns dest.
@@ -378,7 +386,7 @@ def extract_zip(src: str | os.PathLike | io.IOBase, dest: str | os.PathLike, *,
                                 f"and a folder), so it was refused.")
             files.add(key)
             dirs.update(prefixes)
-            declared += info.file_size
+            declared += _declared_size(info)
             plan.append((info, parts))
         if len(plan) > max_files:
             raise DataError(f"The zip has {len(plan):,} files, over the limit of {max_files:,}, so "

@@ -79,6 +79,14 @@ def server():
                         self.wfile.flush()
                         if stop.wait(1.0):
                             return
+                elif path == "/slow-headers":
+                    # Each read gets a byte well within any socket timeout; only a wall clock helps.
+                    for b in b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n":
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        if stop.wait(0.5):
+                            return
+                    self.wfile.write(PNG)
                 elif path == "/endless":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/png")
@@ -123,6 +131,7 @@ def test_each_url_is_saved_or_refused_with_its_reason(server, tmp_path):
         "html": f"{base}/page.html",
         "missing": f"{base}/missing",
         "slow": f"{base}/slow",
+        "slow_headers": f"{base}/slow-headers",
         "endless": f"{base}/endless",
         "redirect_metadata": f"{base}/redirect-metadata",
         "redirect_localhost": f"{base}/redirect-localhost",
@@ -151,6 +160,7 @@ def test_each_url_is_saved_or_refused_with_its_reason(server, tmp_path):
     assert "HTML" in reasons[urls["html"]]
     assert "404" in reasons[urls["missing"]]
     assert "longer than 1.5 s" in reasons[urls["slow"]]
+    assert "longer than 1.5 s" in reasons[urls["slow_headers"]]
     assert "limit" in reasons[urls["endless"]] and "MB" in reasons[urls["endless"]]
     assert "169.254.169.254" in reasons[urls["redirect_metadata"]]
     assert "link-local" in reasons[urls["redirect_metadata"]]
