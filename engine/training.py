@@ -7,7 +7,7 @@ positioned at step/total_steps, and fine_tune = one frozen epoch then discrimina
 
 Events go to `on_event(kind, **data)` (the signature of `engine.jobs.JobContext.emit`), so a page
 running a Learner in a job can draw the loss curve live:
-  fit_start  stage, epochs, total_steps, lrs (per layer group, peak)
+  fit_start  stage, epochs, total_steps, lrs (lr_max per layer group, earliest first)
   batch      stage, epoch, step, lr (head group), loss, smooth_loss
   epoch      stage, epoch, train_loss (smoothed, as fastai prints), valid_loss, error_rate, accuracy, seconds
   fit_end    stage, cancelled
@@ -532,14 +532,15 @@ class Learner:
                 g["weight_decay"] = wd if g["decay"] else 0.0
         sched = one_cycle_schedule(epochs * n_batches, lr_max, div=div, div_final=div_final,
                                    pct_start=pct_start, moms=moms, n_groups=self.n_groups)
-        return self._fit(epochs, sched, stage)
+        return self._fit(epochs, sched, stage, group_lrs(lr_max, self.n_groups))
 
-    def _fit(self, epochs: int, sched: Schedule, stage: str) -> list[dict[str, Any]]:
+    def _fit(self, epochs: int, sched: Schedule, stage: str,
+             peak: Sequence[float]) -> list[dict[str, Any]]:
         self.cancelled = False
         self.batch_log = []
         rows: list[dict[str, Any]] = []
         self._emit("fit_start", stage=stage, epochs=epochs, total_steps=len(sched),
-                   lrs=[float(v) for v in sched.lrs.max(0)])
+                   lrs=[float(v) for v in peak])
         last_good = self._snapshot()
         avg, n_seen, step = 0.0, 0, 0
         for epoch in range(epochs):

