@@ -141,7 +141,7 @@ def digits_folder(dest: str | os.PathLike | None = None) -> Path:
     dest = Path(dest) if dest is not None else data_dir() / "digits"
     if dest.is_dir():
         return dest
-    from PIL import Image
+    import cv2
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -152,7 +152,10 @@ def digits_folder(dest: str | os.PathLike | None = None) -> Path:
         for cls in range(10):
             (tmp / str(cls)).mkdir()
         for i, (img, label) in enumerate(zip(pixels, bunch.target)):
-            Image.fromarray(img, mode="L").save(tmp / str(int(label)) / f"{i:04d}.png")
+            ok, png = cv2.imencode(".png", img)    # grey (8, 8); OpenCV encodes ~2x faster than Pillow
+            if not ok:
+                raise DataError("The digits could not be written as PNG files.")
+            (tmp / str(int(label)) / f"{i:04d}.png").write_bytes(png.tobytes())
         if dest.is_dir():   # another process finished first: keep its copy
             shutil.rmtree(tmp)
             return dest

@@ -314,37 +314,50 @@ def test_too_few_classes(tmp_path, counts, match):
 # Digits
 
 
-def test_digits_folder_writes_1797_pngs_in_10_folders_once(tmp_path):
-    dest = tmp_path / "digits"
-    out = data.digits_folder(dest)
-    assert out == dest
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    """Written once per module: 1,797 files cost seconds on a slow disk."""
+    parent = tmp_path_factory.mktemp("digits")
+    return data.digits_folder(parent / "digits")
+
+
+def test_digits_folder_writes_1797_pngs_in_10_folders_once(digits_dir):
+    dest = digits_dir
     folders = sorted(p.name for p in dest.iterdir())
     assert folders == [str(d) for d in range(10)]
     files = sorted(dest.rglob("*.png"))
     assert len(files) == 1797
-    img = np.asarray(Image.open(files[0]))
-    assert img.shape == (8, 8) and img.dtype == np.uint8 and img.max() > 200
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]   # no temporary folder
+    assert [len(list((dest / str(d)).iterdir())) for d in range(10)] == \
+        [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    img = data.load_image(files[0])
+    assert img.shape == (8, 8, 3) and img.max() > 200 and img.min() == 0
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["digits"]   # no temporary folder
 
-    mtime = files[0].stat().st_mtime_ns
-    files[0].unlink()   # a cleaned data set is left as the user left it
-    assert data.digits_folder(dest) == dest
-    assert len(list(dest.rglob("*.png"))) == 1796
-    assert files[1].stat().st_mtime_ns >= mtime
+    # A second call is instant and rewrites nothing; a cleaned data set stays as the user left it.
+    body = files[0].read_bytes()
+    files[0].unlink()
+    try:
+        mtime = files[1].stat().st_mtime_ns
+        assert data.digits_folder(dest) == dest
+        assert len(list(dest.rglob("*.png"))) == 1796
+        assert files[1].stat().st_mtime_ns == mtime
+    finally:
+        files[0].write_bytes(body)
 
 
 def test_digits_crash_leaves_no_half_set(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_save = Image.Image.save
+    real_write = Path.write_bytes
 
-    def failing_save(self, *args, **kwargs):
+    def failing_write(self, body):
         calls["n"] += 1
         if calls["n"] == 50:
             raise OSError("disk full")
-        return real_save(self, *args, **kwargs)
-    monkeypatch.setattr(Image.Image, "save", failing_save)
+        return real_write(self, body)
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
     with pytest.raises(OSError):
         data.digits_folder(tmp_path / "digits")
+    assert calls["n"] == 50
     assert list(tmp_path.iterdir()) == []
 
 
@@ -506,8 +519,8 @@ def test_batch_augment_identity_when_ranges_are_zero():
     torch.testing.assert_close(aug(x), x, atol=1e-5, rtol=0)
 
 
-def test_digits_loader_upscales(tmp_path):
-    dls = data.build_dataloaders(data.digits_folder(tmp_path / "d"), DataConfig(size=32, bs=64))
+def test_digits_loader_upscales(digits_dir):
+    dls = data.build_dataloaders(digits_dir, DataConfig(size=32, bs=64))
     assert len(dls.train_items) + len(dls.valid_items) == 1797
     assert len(dls.valid_items) == pytest.approx(359, abs=5)
     x, y = next(iter(dls.train))
@@ -538,3 +551,15 @@ def test_config_is_checked():
     with pytest.raises(DataError, match="validation share"):
         DataConfig(valid_pct=1.0)
     assert DataConfig().seed == 42 and DataConfig().mean == data.IMAGENET_MEAN
+
+
+def test_worker_processes_give_the_same_valid_batches(small_set):
+    """The path CUDA machines take: collation (and augmentation) inside worker processes."""
+    base = data.build_dataloaders(small_set, DataConfig(size=24, bs=4, num_workers=0))
+    multi = data.build_dataloaders(small_set, DataConfig(size=24, bs=4, num_workers=1))
+    assert multi.valid.num_workers == 1 and base.valid.num_workers == 0
+    a = torch.cat([x for x, _ in base.valid])
+    b = torch.cat([x for x, _ in multi.valid])
+    torch.testing.assert_close(a, b)
+    x, y = next(iter(multi.train))
+    assert x.shape == (4, 3, 24, 24) and y.dtype == torch.int64
