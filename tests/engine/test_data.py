@@ -206,6 +206,11 @@ def test_good_zip_replaces_the_data_set(zip_env, tmp_path):
     assert sorted(p.name for p in sets.iterdir()) == ["bears"]
     items = data.load_items(dest)
     assert items.classes == ["black", "teddy"]
+    # An upload arrives as a file object (Streamlit's UploadedFile); the old set is replaced whole.
+    again = _zip(uploads / "two.zip", [("grizzly/1.png", _png()), ("black/9.png", _png())])
+    data.extract_zip(io.BytesIO(again.read_bytes()), dest)
+    assert sorted(_tree(dest)) == ["black/9.png", "grizzly/1.png"]
+    assert sorted(p.name for p in sets.iterdir()) == ["bears"]
 
 
 # --------------------------------------------------------------------------------------------
