@@ -131,14 +131,29 @@ def apply_kernel(image: np.ndarray, kernel: np.ndarray, *, border: str = "zero",
         src = src.astype(np.float32)
     cv_border = {"zero": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101,
                  "replicate": cv2.BORDER_REPLICATE}[border]
-    # filter2D computes exactly this correlation; with ddepth=CV_32F it reads uint8 directly and
-    # writes float32, so no float copy of the input is made.
-    out = cv2.filter2D(src, cv2.CV_32F, k, anchor=(-1, -1), delta=0, borderType=cv_border)
+    # filter2D and sepFilter2D compute exactly this correlation; with ddepth=CV_32F they read uint8
+    # directly and write float32, so no float copy of the input is made.
+    separable = _separable(k)
+    if separable is not None:  # blur, box blur, the sobels: two 1-D passes, about twice as fast
+        out = cv2.sepFilter2D(src, cv2.CV_32F, separable[1], separable[0], borderType=cv_border)
+    else:
+        out = cv2.filter2D(src, cv2.CV_32F, k, anchor=(-1, -1), delta=0, borderType=cv_border)
     if out.shape != image.shape:  # OpenCV drops a trailing channel axis of size 1
         out = out.reshape(image.shape)
     if relu:
         np.maximum(out, 0, out=out)
     return out
+
+
+def _separable(k: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) vectors whose outer product is k, when k has rank 1; else None."""
+    u, sv, vt = np.linalg.svd(k.astype(np.float64))
+    if sv[0] == 0 or sv[1] > 1e-7 * sv[0]:
+        return None
+    col, row = u[:, 0] * np.sqrt(sv[0]), vt[0] * np.sqrt(sv[0])
+    if not np.allclose(np.outer(col, row), k, atol=1e-6):
+        return None
+    return col.astype(np.float32), row.astype(np.float32)
 
 
 def pad3(image: np.ndarray, border: str = "zero") -> np.ndarray:
@@ -275,8 +290,8 @@ def render_response(response: np.ndarray, mode: str = "clip", *, scale: float | 
                         f"white = |response| of {m:.4g} or more")
     signed = r.mean(axis=2) if r.ndim == 3 else r
     m = scale or float(np.abs(signed).max()) or 1.0
-    idx = np.clip(np.rint((signed / m + 1.0) * 127.0), 0, 254).astype(np.uint8)
-    return Rendered(DIVERGING_LUT[idx], m, f"blue ≤ −{m:.4g}, white = 0, orange ≥ +{m:.4g}")
+    idx = np.clip(signed * (127.0 / m) + 127.5, 0, 254).astype(np.uint8)  # +0.5 then floor = round
+    return Rendered(np.take(DIVERGING_LUT, idx, axis=0), m, f"blue ≤ −{m:.4g}, white = 0, orange ≥ +{m:.4g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,13 +330,14 @@ def response_scale(response: np.ndarray, mode: str, *, percentile: float = 99.5)
     """The magnitude drawn at full intensity: a high percentile of |response|, not the maximum.
 
     A few extreme pixels (a bright edge) would otherwise squash everything else into near-white.
-    Estimated on at most ~250k pixels, so it stays cheap on a 12-megapixel photo.
+    Estimated on about 65k pixels, so it stays cheap on a 12-megapixel photo.
     """
     r = np.asarray(response)
+    step = max(1, int(np.sqrt(r.shape[0] * r.shape[1] / 65_536)))
+    r = r[::step, ::step]  # subsample first: the channel mean below then costs ~nothing
     if mode == "diverging" and r.ndim == 3:
         r = r.mean(axis=2)
-    step = max(1, int(np.sqrt(r.shape[0] * r.shape[1] / 250_000)))
-    sample = np.abs(r[::step, ::step]).ravel()
+    sample = np.abs(r).ravel()
     return float(np.percentile(sample, percentile)) or float(sample.max()) or 1.0
 
 

@@ -175,9 +175,22 @@ def output_options() -> tuple[bool, str, bool, str, int]:
 # ------------------------------------------------------------------------------------------------
 # Drawing helpers
 
-def show(picture: np.ndarray, caption: str) -> None:
-    """Encode only a display-sized copy (st.image would re-encode the full array every run)."""
-    st.image(encode_jpeg(resize_to_fit(picture, DISPLAY_SIDE)), caption=caption, width="stretch")
+def show(picture: np.ndarray, caption: str, cache_key: str | None = None) -> None:
+    """Encode only a display-sized copy (st.image would re-encode the full array every run).
+
+    With a cache_key (the input photo), the encoded copy is reused across reruns.
+    """
+    data = _display_jpeg(cache_key, picture) if cache_key else _encode_for_display(picture)
+    st.image(data, caption=caption, width="stretch")
+
+
+def _encode_for_display(picture: np.ndarray) -> bytes:
+    return encode_jpeg(resize_to_fit(picture, DISPLAY_SIDE))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _display_jpeg(cache_key: str, _picture: np.ndarray) -> bytes:
+    return _encode_for_display(_picture)
 
 
 def render(response: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
@@ -251,8 +264,13 @@ def border_comparison(work: np.ndarray, kernel: np.ndarray, relu: bool) -> None:
                "the border rule only matters where the 3×3 window hangs over the edge.")
 
 
-def layers_section(work: np.ndarray, kernel: np.ndarray, border: str, mode: str) -> None:
+def layers_section(image_key: str, work: np.ndarray, kernel: np.ndarray, border: str,
+                   mode: str) -> None:
     n = st.radio("Layers", [1, 2, 3], key=S.K_LAYERS, horizontal=True)
+    if n == 1:
+        st.write("One layer is the kernel above. Choose 2 or 3 layers to feed its output into more "
+                 "kernels, with or without a ReLU in between, and see every intermediate map.")
+        return
     layers = [K.Layer(kernel, relu=False)]
     cols = st.columns(3)
     if n >= 2:
@@ -269,7 +287,7 @@ def layers_section(work: np.ndarray, kernel: np.ndarray, border: str, mode: str)
     maps = K.apply_layers(plane, layers, border=border)
     pics = st.columns(len(maps) + 1)
     with pics[0]:
-        show(plane, "input")
+        show(plane, "input (grey)", cache_key=image_key + ":grey")
     for i, (col, layer, fmap) in enumerate(zip(pics[1:], layers, maps), start=1):
         with col:
             img, note = render(fmap, mode)
@@ -357,7 +375,7 @@ def main() -> None:
             f" (photo is {image.shape[1]}×{image.shape[0]})" if work.shape[:2] != image.shape[:2] else "")
         a, b = st.columns(2)
         with a:
-            show(work, f"input — {name}, {size_note}")
+            show(work, f"input — {name}, {size_note}", cache_key=image_key)
         with b:
             img, note = render(response, mode)
             show(img, f"output — {note}")
@@ -371,7 +389,7 @@ def main() -> None:
     with tabs[1]:
         border_comparison(work, kernel, relu)
     with tabs[2]:
-        layers_section(work, kernel, border, mode)
+        layers_section(image_key, work, kernel, border, mode)
     with tabs[3]:
         learn_section(image_key, work, kernel, border)
     S.remember(widget_keys())

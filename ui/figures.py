@@ -10,59 +10,70 @@ BLUE_ORANGE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#f
                [1.0, "#b35806"]]
 
 
+def _axis(**kw) -> dict:
+    return {"visible": False, **kw}
+
+
 def matrix_figure(values: np.ndarray, *, title: str = "", fmt: str = ".3g", height: int = 220,
                   symmetric: bool = True, highlight_centre: bool = False,
-                  grey: bool = False) -> go.Figure:
-    """A small heatmap with each cell's value written in it (kernels, patches, products)."""
+                  grey: bool = False) -> dict:
+    """A small heatmap with each cell's value written in it (kernels, patches, products).
+
+    Returned as a plain Plotly dict: building go.Figure objects validates every property and
+    costs ~10 ms each, which adds up on a page that redraws several of these per edit.
+    """
     v = np.asarray(values, dtype=float)
     m = float(np.nanmax(np.abs(v))) if v.size and np.isfinite(v).any() else 1.0
     m = m or 1.0
-    text = [[format(x, fmt) for x in row] for row in v]
-    scale = dict(colorscale="gray", zmin=0, zmax=255) if grey else dict(
-        colorscale=BLUE_ORANGE, zmin=-m if symmetric else None, zmax=m if symmetric else None)
-    fig = go.Figure(go.Heatmap(z=v, text=text, texttemplate="%{text}", **scale,
-                               showscale=False, hoverinfo="skip", xgap=2, ygap=2))
-    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
-    fig.update_xaxes(visible=False)
+    scale = {"colorscale": "Greys", "reversescale": True, "zmin": 0, "zmax": 255} if grey else {
+        "colorscale": BLUE_ORANGE, **({"zmin": -m, "zmax": m} if symmetric else {})}
+    trace = {"type": "heatmap", "z": v.tolist(), "text": [[format(x, fmt) for x in row] for row in v],
+             "texttemplate": "%{text}", "showscale": False, "hoverinfo": "skip", "xgap": 2, "ygap": 2,
+             **scale}
+    shapes = []
     if highlight_centre:
         c = v.shape[0] // 2
-        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=c - 0.5, y1=c + 0.5,
-                      line=dict(color="#111", width=3))
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height,
-                      margin=dict(l=4, r=4, t=30 if title else 4, b=4))
-    return fig
+        shapes.append({"type": "rect", "x0": c - 0.5, "x1": c + 0.5, "y0": c - 0.5, "y1": c + 0.5,
+                       "line": {"color": "#111", "width": 3}})
+    layout = {"height": height, "shapes": shapes, "xaxis": _axis(),
+              "yaxis": _axis(autorange="reversed", scaleanchor="x"),
+              "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4}}
+    if title:
+        layout["title"] = {"text": title, "font": {"size": 14}}
+    return {"data": [trace], "layout": layout}
 
 
 def zoom_figure(window: np.ndarray, x0: int, y0: int, sel: tuple[int, int], *,
-                height: int = 430) -> go.Figure:
+                height: int = 430) -> dict:
     """Pixels around the chosen one, enlarged, each labelled with its value; click picks a pixel.
 
     window: (h, w) grey values; (x0, y0) is the window's top-left in image coordinates.
     """
     h, w = window.shape
     xs, ys = np.arange(x0, x0 + w), np.arange(y0, y0 + h)
-    fig = go.Figure(go.Heatmap(z=window, x=xs, y=ys, colorscale="gray", zmin=0, zmax=255,
-                               showscale=False, text=window.astype(int), texttemplate="%{text}",
-                               textfont=dict(size=9), hoverinfo="skip"))
+    values = window.astype(int)
+    heat = {"type": "heatmap", "z": values.tolist(), "x": xs.tolist(), "y": ys.tolist(),
+            "colorscale": "Greys", "reversescale": True, "zmin": 0, "zmax": 255, "showscale": False,
+            "text": values.tolist(), "texttemplate": "%{text}", "textfont": {"size": 9},
+            "hoverinfo": "skip"}
     # Heatmaps cannot be selected in Plotly, so an invisible marker on every pixel takes the click.
     gx, gy = np.meshgrid(xs, ys)
-    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers",
-                             customdata=window.ravel(),
-                             hovertemplate="x=%{x}, y=%{y}: %{customdata}<extra></extra>",
-                             marker=dict(symbol="square", size=18, opacity=0.01, color="#000"),
-                             selected=dict(marker=dict(opacity=0.01)),
-                             unselected=dict(marker=dict(opacity=0.01)), showlegend=False))
+    faint = {"marker": {"opacity": 0.01}}
+    picker = {"type": "scatter", "mode": "markers", "x": gx.ravel().tolist(), "y": gy.ravel().tolist(),
+              "customdata": values.ravel().tolist(),
+              "hovertemplate": "x=%{x}, y=%{y}: %{customdata}<extra></extra>",
+              "marker": {"symbol": "square", "size": 18, "opacity": 0.01, "color": "#000"},
+              "selected": faint, "unselected": faint, "showlegend": False}
     sx, sy = sel
-    fig.add_shape(type="rect", x0=sx - 1.5, x1=sx + 1.5, y0=sy - 1.5, y1=sy + 1.5,
-                  line=dict(color="#f4a55e", width=3))
-    fig.add_shape(type="rect", x0=sx - 0.5, x1=sx + 0.5, y0=sy - 0.5, y1=sy + 0.5,
-                  line=dict(color="#2166ac", width=3))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="y")
-    fig.update_xaxes(title="x")
-    fig.update_layout(height=height, width=height - 20, margin=dict(l=40, r=4, t=4, b=40),
-                      clickmode="event+select",
-                      dragmode=False)
-    return fig
+    shapes = [{"type": "rect", "x0": sx - 1.5, "x1": sx + 1.5, "y0": sy - 1.5, "y1": sy + 1.5,
+               "line": {"color": "#f4a55e", "width": 3}},
+              {"type": "rect", "x0": sx - 0.5, "x1": sx + 0.5, "y0": sy - 0.5, "y1": sy + 0.5,
+               "line": {"color": "#2166ac", "width": 3}}]
+    layout = {"height": height, "width": height - 20, "shapes": shapes, "dragmode": False,
+              "clickmode": "event+select", "margin": {"l": 40, "r": 4, "t": 4, "b": 40},
+              "xaxis": {"title": {"text": "x"}},
+              "yaxis": {"title": {"text": "y"}, "autorange": "reversed", "scaleanchor": "x"}}
+    return {"data": [heat, picker], "layout": layout}
 
 
 def learning_animation(kernels: Sequence[np.ndarray], losses: Sequence[float], steps: Sequence[int],

@@ -183,3 +183,22 @@ def test_learning_recovers_a_hidden_kernel(hidden):
                                 report_every=50))
     assert steps[-1].loss < steps[0].loss * 1e-3
     assert np.abs(steps[-1].kernel - K.PRESETS[hidden]).max() < 0.05
+
+
+@pytest.mark.parametrize("border", K.BORDERS)
+def test_rank_one_kernels_take_the_separable_path_and_still_match_torch(border, rng):
+    image = rng.integers(0, 256, (21, 26, 3), dtype=np.uint8)
+    for _ in range(4):
+        kernel = np.outer(rng.normal(size=3), rng.normal(size=3)).astype(np.float32)
+        assert K._separable(kernel) is not None
+        diff = np.abs(K.apply_kernel(image, kernel, border=border) - torch_reference(image, kernel, border))
+        assert diff.max() <= 1e-3
+    assert K._separable(K.PRESETS["sharpen"]) is None
+
+
+def test_a_diverging_learning_rate_stops_cleanly():
+    from engine.samples import load_sample
+    cfg = K.LearnConfig(steps=300, size=48, lr_scale=2.5, momentum=0.0)
+    steps = list(K.learn_kernel(load_sample("camera"), K.PRESETS["blur"], cfg, report_every=10))
+    assert steps[-1].step < 300                      # stopped early...
+    assert steps[-1].loss > 1e6 * steps[0].loss or not np.isfinite(steps[-1].loss)
