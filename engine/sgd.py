@@ -327,12 +327,14 @@ def view_window(x, y, result: FitResult, extra: Sequence[np.ndarray] = ()) -> tu
 CODE_LINES = (
     "for step in range(steps):",
     "    preds = x @ a",
-    "    loss = ((preds - y)**2).mean()",
+    "    loss = ((preds-y)**2).mean()",
     "    loss.backward()",
     "    with torch.no_grad():",
     "        a -= lr * a.grad",
     "        a.grad.zero_()",
 )
+#: pale for low loss, blue for high, so the red path stands out
+SURFACE_COLORS = [[0.0, "#fffbe6"], [0.35, "#dceaf6"], [1.0, "#3d7fb8"]]
 PHASES = ((1, "predict"), (2, "loss"), (3, "backward"), (5, "update"))  # (code line, phase name)
 
 
@@ -433,8 +435,8 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
             {"x": path[at:at + 1, 0].astype(f32), "y": path[at:at + 1, 1].astype(f32)},
             {"x": path[k:k + 2, 0].astype(f32) if arrow else empty,
              "y": path[k:k + 2, 1].astype(f32) if arrow else empty},
-            {"x": np.array([-0.02, 1.0], f32), "y": np.array([-hl, -hl], f32)},
-            {"x": np.full(len(CODE_LINES), 0.56, f32), "y": code_y,
+            {"x": np.array([-0.005, 0.9], f32), "y": np.array([-hl, -hl], f32)},
+            {"x": np.full(len(CODE_LINES), 0.46, f32), "y": code_y,
              "text": _code_values(result, k, phase)},
         ]
 
@@ -445,7 +447,7 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
          "hovertemplate": "x=%{x:.3f}<br>y=%{y:.3f}<extra></extra>"},
         {"type": "contour", "x": a1g.astype(f32), "y": a2g.astype(f32),
          "z": np.log10(z + 1e-12).astype(f32), "xaxis": "x3", "yaxis": "y3", "showscale": False,
-         "colorscale": "Blues", "reversescale": True, "ncontours": 22, "name": "log10 loss",
+         "colorscale": SURFACE_COLORS, "ncontours": 22, "name": "log10 loss",
          "contours": {"coloring": "heatmap", "showlines": True}, "line": {"width": 0.5},
          "hovertemplate": "a1=%{x:.3f}<br>a2=%{y:.3f}<br>log10 loss=%{z:.2f}<extra></extra>"},
         {"type": "scatter", "x": [float(best[0])], "y": [float(best[1])], "mode": "markers",
@@ -454,7 +456,7 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
                     "line": {"color": "black", "width": 1}}},
         {"type": "scatter", "x": np.zeros(len(CODE_LINES), f32), "y": code_y, "text": list(CODE_LINES),
          "mode": "text", "textposition": "middle right", "xaxis": "x4", "yaxis": "y4",
-         "textfont": {"family": "monospace", "size": 13}, "hoverinfo": "skip", "showlegend": False},
+         "textfont": {"family": "monospace", "size": 12.5}, "hoverinfo": "skip", "showlegend": False},
     ]
     dyn_style = [
         {"type": "scatter", "mode": "lines", "name": "current line", "xaxis": "x", "yaxis": "y",
@@ -471,10 +473,10 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
         {"type": "scatter", "mode": "lines", "name": "next step", "xaxis": "x3", "yaxis": "y3",
          "line": {"color": "#ff7f0e", "width": 2.5, "dash": "dot"}},
         {"type": "scatter", "mode": "lines", "xaxis": "x4", "yaxis": "y4", "hoverinfo": "skip",
-         "showlegend": False, "line": {"color": "rgba(255, 213, 79, 0.55)", "width": 20}},
+         "showlegend": False, "line": {"color": "rgba(255, 213, 79, 0.55)", "width": 24}},
         {"type": "scatter", "mode": "text", "textposition": "middle right", "xaxis": "x4",
          "yaxis": "y4", "hoverinfo": "skip", "showlegend": False,
-         "textfont": {"family": "monospace", "size": 13, "color": "#2e7d32"}},
+         "textfont": {"family": "monospace", "size": 12.5, "color": "#2e7d32"}},
     ]
     # the highlight bar goes under the code text: order = static points, dynamic, then code on top
     data = [static[0], static[1], static[2]] + [{**s, **d} for s, d in zip(dyn_style, first)] \
@@ -490,39 +492,52 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
     play = {"frame": {"duration": int(frame_ms), "redraw": False}, "fromcurrent": True,
             "transition": {"duration": 0}, "mode": "immediate"}
     pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
+    row1, code_top = [0.5, 0.95], 0.28            # paper heights: charts on top, code below
+    titles = [(0.0, "points and the current line" + (" (○ this step's batch)"
+                                                      if result.batches is not None else "")),
+              (0.36, "loss on all points, so far"),
+              (0.71, "loss surface and the path of a (★ best)")]
     layout = {
-        "height": 760,
-        "margin": {"l": 55, "r": 20, "t": 60, "b": 40},
-        "title": {"text": title or "", "x": 0.01, "font": {"size": 15}},
-        "showlegend": True,
-        "legend": {"orientation": "h", "y": 1.07, "x": 0.0, "font": {"size": 11}},
-        "xaxis": {"domain": [0, 0.46], "anchor": "y", "range": [-1.15, 1.15], "title": {"text": "x"}},
-        "yaxis": {"domain": [0.56, 1.0], "anchor": "x", "range": [ylo - ypad, yhi + ypad],
-                  "title": {"text": "y"}},
-        "xaxis2": {"domain": [0, 0.46], "anchor": "y2", "range": [-0.5, x_hi + 0.5],
+        "height": 820,
+        "margin": {"l": 50, "r": 15, "t": 36, "b": 10},
+        "title": {"text": title or "", "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        "showlegend": False,
+        "annotations": [{"text": f"<b>{t}</b>", "x": x0, "y": row1[1] + 0.01, "xref": "paper",
+                         "yref": "paper", "xanchor": "left", "yanchor": "bottom", "showarrow": False,
+                         "font": {"size": 13}} for x0, t in titles]
+        + [{"text": "<b>the training loop</b> (highlighted: the line running; green: its values "
+                    "at this step)", "x": 0.0, "y": code_top + 0.01, "xref": "paper",
+            "yref": "paper", "xanchor": "left", "yanchor": "bottom", "showarrow": False,
+            "font": {"size": 13}}],
+        "xaxis": {"domain": [0, 0.29], "anchor": "y", "range": [-1.15, 1.15], "title": {"text": "x"}},
+        "yaxis": {"domain": row1, "anchor": "x", "range": [ylo - ypad, yhi + ypad],
+                  "title": {"text": "y", "standoff": 2}},
+        "xaxis2": {"domain": [0.36, 0.64], "anchor": "y2", "range": [-0.5, x_hi + 0.5],
                    "title": {"text": "step"}},
-        "yaxis2": {"domain": [0.0, 0.42], "anchor": "x2", "type": "log" if log_y else "linear",
-                   "range": loss_range, "title": {"text": "loss (MSE)"}},
-        "xaxis3": {"domain": [0.54, 1.0], "anchor": "y3", "range": [a1lo, a1hi], "title": {"text": "a1 (slope)"}},
-        "yaxis3": {"domain": [0.56, 1.0], "anchor": "x3", "range": [a2lo, a2hi],
-                   "title": {"text": "a2 (intercept)"}},
-        "xaxis4": {"domain": [0.54, 1.0], "anchor": "y4", "range": [-0.03, 1.02], "visible": False,
+        "yaxis2": {"domain": row1, "anchor": "x2", "type": "log" if log_y else "linear",
+                   "range": loss_range, "title": {"text": "loss (MSE)", "standoff": 2},
+                   **({"dtick": 1} if log_y and loss_range[1] - loss_range[0] > 1.5 else {})},
+        "xaxis3": {"domain": [0.71, 1.0], "anchor": "y3", "range": [a1lo, a1hi],
+                   "title": {"text": "a1 (slope)"}},
+        "yaxis3": {"domain": row1, "anchor": "x3", "range": [a2lo, a2hi],
+                   "title": {"text": "a2 (intercept)", "standoff": 2}},
+        "xaxis4": {"domain": [0, 1.0], "anchor": "y4", "range": [-0.01, 1.0], "visible": False,
                    "fixedrange": True},
-        "yaxis4": {"domain": [0.0, 0.42], "anchor": "x4", "range": [-len(CODE_LINES) + 0.4, 0.6],
+        "yaxis4": {"domain": [0, code_top], "anchor": "x4", "range": [-len(CODE_LINES) + 0.5, 0.5],
                    "visible": False, "fixedrange": True},
         "updatemenus": [{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.04, "xanchor": "left",
-            "yanchor": "top", "pad": {"t": 10, "r": 10}, "showactive": False,
+            "type": "buttons", "direction": "left", "x": 0.0, "y": 0.405, "xanchor": "left",
+            "yanchor": "top", "pad": {"t": 0, "r": 10}, "showactive": False,
             "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
                         {"label": "❚❚ Pause", "method": "animate", "args": [[None], pause]}],
         }],
         "sliders": [{
-            "active": 0, "x": 0.16, "y": -0.02, "len": 0.84, "xanchor": "left", "yanchor": "top",
-            "pad": {"t": 10, "b": 0}, "currentvalue": {"prefix": "step ", "visible": True},
+            "active": 0, "x": 0.24, "y": 0.44, "len": 0.76, "xanchor": "left", "yanchor": "top",
+            "pad": {"t": 0, "b": 0}, "currentvalue": {"prefix": "step ", "visible": True,
+                                                      "xanchor": "left"},
             "transition": {"duration": 0}, "steps": slider_steps,
         }],
     }
-    layout["margin"]["b"] = 110
     return {"data": data, "layout": layout, "frames": frames}
 
 

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 from engine import sgd
 from ui import state as S
 from ui import urlstate
+from ui.nav import ensure_app_navigation
 
 PAGE = "sgd"
 #: the learning-rate slider's values: 1e-4 … 10, about 4.7 % apart (evenly spaced on a log scale)
@@ -242,11 +243,12 @@ def outcome(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("loss at the end", f"{res.final_loss:.4g}", f"{res.final_loss - res.losses[0]:.3g}",
               delta_color="inverse")
-    c2.metric("line found", f"{a[0]:.3f}x + {a[1]:.3f}")
+    c2.metric("a found (slope, intercept)", f"{a[0]:.2f}, {a[1]:.2f}")
     c3.metric("distance to the best line", f"{np.linalg.norm(a - best):.2g}")
-    st.caption(f"{res.steps} steps = {res.epochs:g} epoch{'s' if res.epochs != 1 else ''} "
-               f"({'every' if res.batch_size is None else res.batch_size} of the {res.n} points per "
-               "step).")
+    per_step = f"all {res.n} points" if res.batch_size is None else f"{res.batch_size} of {res.n} points"
+    st.caption(f"Each step used {per_step}, so {res.steps} steps = {res.epochs:g} "
+               f"epoch{'s' if res.epochs != 1 else ''}. The best line is y = {best[0]:.3f}x + "
+               f"{best[1]:.3f}.")
 
 
 def surface3d(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> go.Figure:
@@ -255,7 +257,7 @@ def surface3d(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> go.Figure:
     z = sgd.loss_surface(x, y, a1g, a2g)
     path = np.clip(res.params[: res.last + 1], [a1lo, a2lo], [a1hi, a2hi])
     zp = sgd.loss_surface(x, y, path[:, 0], path[:, 1]).diagonal() if len(path) < 2000 else None
-    fig = go.Figure(go.Surface(x=a1g, y=a2g, z=z, colorscale="Blues", reversescale=True,
+    fig = go.Figure(go.Surface(x=a1g, y=a2g, z=z, colorscale=sgd.SURFACE_COLORS,
                                showscale=False, opacity=0.9, name="loss"))
     if zp is not None:
         fig.add_trace(go.Scatter3d(x=path[:, 0], y=path[:, 1], z=zp * 1.01 + 1e-3,
@@ -281,10 +283,10 @@ def quadratic_figure() -> go.Figure:
                                  hoverinfo="skip", showlegend=False), row=1, col=col)
         fig.update_xaxes(range=[-span, span], title_text="w", row=1, col=col)
         fig.update_yaxes(range=[-0.05 * span**2, span**2 * 1.05], row=1, col=col)
-    for col, (_, lr, w, f) in enumerate(runs, start=1):
-        fig.add_trace(go.Scatter(x=w[:1], y=f[:1], mode="lines+markers", showlegend=False,
+    for col, (_, lr, w, f) in enumerate(runs, start=1):   # drawn whole; ▶ replays the jumps
+        fig.add_trace(go.Scatter(x=w, y=f, mode="lines+markers", showlegend=False,
                                  line={"color": COLORS[col], "width": 1.5, "dash": "dot"},
-                                 marker={"size": [14], "color": COLORS[col]},
+                                 marker={"size": [7] * (len(w) - 1) + [14], "color": COLORS[col]},
                                  hovertemplate="w=%{x:.3f}<br>f(w)=%{y:.3f}<extra></extra>"),
                       row=1, col=col)
     frames = []
@@ -334,13 +336,14 @@ def compare_section(x: np.ndarray, y: np.ndarray, data: dict, run: dict) -> None
     except sgd.SGDError as exc:
         st.error(str(exc))
         return
-    (a1lo, a1hi), (a2lo, a2hi) = sgd.view_window(x, y, results[0],
-                                                 extra=[r.params for r in results[1:]])
+    # frame the runs that stay finite; a diverging path simply leaves the picture
+    kept = [r for r in results if not r.diverged] or results[:1]
+    (a1lo, a1hi), (a2lo, a2hi) = sgd.view_window(x, y, kept[0], extra=[r.params for r in kept[1:]])
     a1g, a2g = np.linspace(a1lo, a1hi, 60), np.linspace(a2lo, a2hi, 60)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=["loss (log scale)", "paths on the loss surface"])
     fig.add_trace(go.Contour(x=a1g, y=a2g, z=np.log10(sgd.loss_surface(x, y, a1g, a2g) + 1e-12),
-                             colorscale="Blues", reversescale=True, showscale=False, ncontours=22,
+                             colorscale=sgd.SURFACE_COLORS, showscale=False, ncontours=22,
                              line={"width": 0.5}, hoverinfo="skip"), row=1, col=2)
     for r, color in zip(results, COLORS):
         clip_hi = sgd.DIVERGE_FACTOR * max(float(r.losses[0]), 1.0)
@@ -348,7 +351,7 @@ def compare_section(x: np.ndarray, y: np.ndarray, data: dict, run: dict) -> None
         name = f"lr {r.lr:g}" + (f" (diverged at step {r.diverged_at})" if r.diverged else "")
         fig.add_trace(go.Scatter(y=losses, mode="lines", name=name, legendgroup=name,
                                  line={"color": color}), row=1, col=1)
-        path = np.clip(r.params[: r.last + 1], [a1lo, a2lo], [a1hi, a2hi])
+        path = r.params[: r.last + 1]
         fig.add_trace(go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name=name,
                                  legendgroup=name, showlegend=False, marker={"size": 3},
                                  line={"color": color, "width": 1.5}), row=1, col=2)
@@ -428,7 +431,7 @@ def main() -> None:
                "move the parameters a little against it. The learning rate decides how little. "
                "Press ▶ Play under the chart; move the learning rate and play again.")
     init_state()
-    left, right = st.columns([1, 3], gap="large")
+    left, right = st.columns([1.25, 3], gap="large")
     with left:
         preset_buttons()
         run = training_controls()
@@ -463,4 +466,5 @@ def main() -> None:
     vocabulary()
 
 
+ensure_app_navigation()
 main()
