@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
-from engine.system import describe_device, library_versions
+from engine.system import library_versions, warm_imports
 from ui import state as S
 
 st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
@@ -34,8 +34,8 @@ LESSON_PATH = [
 
 @st.cache_resource(show_spinner=False)
 def _device_future() -> Future:
-    """Start the torch import once per server process, in the background."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="device-probe").submit(describe_device)
+    """Import torch, OpenCV and the samples once per server process, in the background."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-imports").submit(warm_imports)
 
 
 def home() -> None:

@@ -20,6 +20,9 @@ OUTPUT_CHANGED = ("s => { const i = [...document.querySelectorAll('[data-testid=
 
 
 def _output_src(pg) -> str:
+    pg.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage]')]"
+                         ".some(e => e.innerText.startsWith('output') && e.querySelector('img'))",
+                         timeout=30_000)
     return pg.evaluate("() => [...document.querySelectorAll('[data-testid=stImage]')]"
                        ".find(e => e.innerText.startsWith('output')).querySelector('img').src")
 

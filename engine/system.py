@@ -34,3 +34,14 @@ def describe_device() -> dict[str, str]:
         return {"kind": "mps", "label": "Apple GPU (MPS)"}
     cores = os.cpu_count() or 1
     return {"kind": "cpu", "label": f"CPU, {torch.get_num_threads()} torch threads on {cores} cores"}
+
+
+def warm_imports() -> dict[str, str]:
+    """Import the heavy libraries the pages need, so the first page switch does not wait for them.
+
+    Meant for a background thread started by the home page; returns the device description.
+    """
+    import cv2  # noqa: F401  (imported for its side effect: loaded once per process)
+    import skimage.data  # noqa: F401
+
+    return describe_device()

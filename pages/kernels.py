@@ -81,15 +81,22 @@ def widget_keys() -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # Image
 
-@st.cache_data(show_spinner=False, max_entries=16)
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # shared between sessions, so nobody may change it in place
+    return a
+
+
+# Read-only arrays are safe to share, and cache_resource hands them out without the copy that
+# cache_data makes on every rerun (a 12-megapixel photo is 36 MB).
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _sample(name: str) -> np.ndarray:
-    return load_sample(name)
+    return _frozen(load_sample(name))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _decode_upload(data: bytes) -> np.ndarray:
     # Cached by content, so a rerun does not decode the same upload again.
-    return load_image(data)
+    return _frozen(load_image(data))
 
 
 def image_source() -> tuple[np.ndarray, str]:
@@ -129,10 +136,10 @@ def _set_image(image: np.ndarray, name: str) -> None:
     st.session_state[S.K_IMAGE_NAME] = name
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _working_copy(image_key: str, _image: np.ndarray, side: int, grey: bool) -> np.ndarray:
     img = resize_to_fit(_image, side) if side else _image
-    return to_grey(img) if grey else img
+    return _frozen(np.array(to_grey(img) if grey else img))
 
 
 # ------------------------------------------------------------------------------------------------
