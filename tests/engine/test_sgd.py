@@ -203,6 +203,16 @@ def test_animation_figure_is_small_and_plays_in_the_browser(data):
     for frame in fig["frames"]:            # frames only touch scatter traces
         assert all(fig["data"][i]["type"] == "scatter" for i in frame["traces"])
     assert len(fig["layout"]["sliders"][0]["steps"]) == 200
+    # plain JSON (no numpy left), and Plotly reads it back as the same figure
+    text = json.dumps(fig)
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    back = pio.from_json(text, skip_invalid=False)
+    assert isinstance(back, go.Figure) and len(back.frames) == 200
+    last = fig["frames"][-1]["data"][3]
+    assert np.allclose(sgd.decode_typed_array(last["x"])[-1], res.params[-1, 0], atol=1e-5)
+    z = sgd.decode_typed_array(fig["data"][1]["z"])
+    assert z.shape == (60, 60)
 
 
 def test_animation_of_a_diverged_run_is_clipped_and_finite(data):
@@ -214,10 +224,10 @@ def test_animation_of_a_diverged_run_is_clipped_and_finite(data):
     assert f"diverged at step {res.diverged_at}" in text
     xr, yr = fig["layout"]["xaxis3"]["range"], fig["layout"]["yaxis3"]["range"]
     for frame in fig["frames"]:
-        path = frame["data"][3]
-        assert np.all(np.isfinite(path["x"])) and np.all(path["x"] >= xr[0] - 1e-4)
-        assert np.all(path["x"] <= xr[1] + 1e-4) and np.all(path["y"] <= yr[1] + 1e-4)
-        assert np.all(np.isfinite(frame["data"][2]["y"]))
+        px, py = (sgd.decode_typed_array(frame["data"][3][k]) for k in "xy")
+        assert np.all(np.isfinite(px)) and np.all(px >= xr[0] - 1e-4)
+        assert np.all(px <= xr[1] + 1e-4) and np.all(py <= yr[1] + 1e-4)
+        assert np.all(np.isfinite(sgd.decode_typed_array(frame["data"][2]["y"])))
     assert all(np.isfinite(v) for v in fig["layout"]["yaxis2"]["range"])
 
 
@@ -225,7 +235,7 @@ def test_line_by_line_frames_walk_through_the_code(data):
     x, y = data
     res = sgd.fit(x, y, lr=0.1, steps=100)
     fig = sgd.animation_figure(x, y, res, line_by_line=True, max_frames=41)
-    highlighted = [int(-f["data"][6]["y"][0]) for f in fig["frames"][:8]]
+    highlighted = [int(-sgd.decode_typed_array(f["data"][6]["y"])[0]) for f in fig["frames"][:8]]
     assert highlighted == [1, 2, 3, 5, 1, 2, 3, 5]
     labels = [s["label"] for s in fig["layout"]["sliders"][0]["steps"][:4]]
     assert labels == ["1 · predict", "1 · loss", "1 · backward", "1 · update"]
