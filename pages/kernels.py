@@ -239,12 +239,12 @@ def pixel_walkthrough(work: np.ndarray, kernel: np.ndarray, border: str, respons
 
     ex = K.explain_pixel(plane, kernel, py, px, border=border)
     cols = st.columns(4)
-    cols[0].plotly_chart(figures.matrix_figure(ex.patch, title="3×3 patch of the photo", fmt=".0f",
+    cols[0].plotly_chart(figures.matrix_figure(ex.patch, title="3×3 patch", fmt=".0f",
                                                grey=True, highlight_centre=True),
                          key="kernels.patch")
-    cols[1].plotly_chart(figures.matrix_figure(ex.kernel, title="× kernel (element by element)"),
+    cols[1].plotly_chart(figures.matrix_figure(ex.kernel, title="× kernel"),
                          key="kernels.kern")
-    cols[2].plotly_chart(figures.matrix_figure(ex.products, title="= nine products"),
+    cols[2].plotly_chart(figures.matrix_figure(ex.products, title="= 9 products"),
                          key="kernels.prods")
     total = float(ex.total)
     out_value = float(response[py, px] if response.ndim == 2 else response[py, px, channel])
@@ -390,7 +390,7 @@ def main() -> None:
         st.caption(f"The raw response runs from {rng[0]:.4g} to {rng[1]:.4g}: negative where the "
                    "kernel's negative weights meet bright pixels. A picture needs 0–255, so choose "
                    "how to show it.")
-    tabs = st.tabs(["Pixel walkthrough", "Borders", "Layers", "Learn the kernel", "Share"])
+    tabs = right.tabs(["Pixel walkthrough", "Borders", "Layers", "Learn the kernel", "Share"])
     with tabs[0]:
         pixel_walkthrough(work, kernel, border, response)
     with tabs[1]:
