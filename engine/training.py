@@ -422,9 +422,7 @@ class Learner:
             with self._autocast():
                 out = self.model(xb)
             out = out.float()
-            total_loss += float(nn.functional.cross_entropy(out, yb, reduction="sum")) \
-                if isinstance(self.loss_func, nn.CrossEntropyLoss) \
-                else float(self.loss_func(out, yb)) * len(yb)
+            total_loss += float(self.loss_func(out, yb)) * len(yb)  # batch mean -> sum
             correct += int((out.argmax(1) == yb).sum())
             n += len(yb)
         if n == 0:
