@@ -56,6 +56,46 @@ S_LINE_BY_LINE = "sgd.line_by_line"    # bool: four animation frames per step, o
 S_SPEED = "sgd.speed"                  # milliseconds per animation frame
 S_COMPARE = "sgd.compare"              # text: learning rates to compare, comma-separated
 
+# Session ------------------------------------------------------------------------------------------
+SESSION_OWNER = "session.owner"       # opaque token naming this browser session's jobs, data and runs
+
+# Train --------------------------------------------------------------------------------------------
+T_SOURCE = "train.source"              # "digits" | "pets" | "zip" | "urls" | "folder"
+T_PETS_LABELS = "train.pets_labels"    # "breeds" | "species"
+T_FOLDER = "train.folder"              # text: a folder on the server
+T_VALID_PCT = "train.valid_pct"        # share held out for validation
+T_SEED = "train.seed"                  # seed of the split, the order and the weights
+T_AUGMENT = "train.augment"            # bool: show_batch with augmentation
+T_ARCH = "train.arch"                  # architecture name (engine.models.ARCHS)
+T_PRETRAINED = "train.pretrained"      # bool
+T_SIZE = "train.size"                  # image side in pixels
+T_BS = "train.bs"                      # batch size
+T_LR = "train.lr"                      # learning rate used next (float)
+T_LR_LO = "train.lr_lo"                # lower end of slice(lo, hi) after unfreezing
+T_METHOD = "train.method"              # "fit_one_cycle" | "fine_tune" | "unfreeze"
+T_EPOCHS = "train.epochs"
+T_FREEZE_EPOCHS = "train.freeze_epochs"
+T_LR_PICK = "train.lr_pick"            # plotly selection widget of the LR-finder figure
+T_JOB = "train.job_id"                 # id of this session's current job (lasting, no widget)
+T_DATASET = "train.dataset"            # dict describing the prepared data set (lasting)
+T_DATA_ERROR = "train.data_error"      # last data error sentence
+T_URL_LOADED = "train.url_loaded"
+T_LAST_RESULT = "train.last_result"    # dict: last finished job's summary, for the coach and tables
+T_LR_FIND = "train.lr_find"            # last LR-finder result as a dict (lrs, losses, suggestions)
+T_MODEL_STATE = "train.model_state"    # weights of the session's model between jobs (CPU tensors)
+
+
+def owner_token() -> str:
+    """This browser session's opaque owner token (made once, never shown): it names the session's
+    jobs, uploaded data and runs, so two sessions never see each other's."""
+    import secrets
+
+    token = st.session_state.get(SESSION_OWNER)
+    if not token:
+        token = secrets.token_urlsafe(16)
+        st.session_state[SESSION_OWNER] = token
+    return token
+
 
 def keep_key(key: str) -> str:
     return KEEP + key
