@@ -345,11 +345,16 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.2e}"
 
 
+#: an empty comment: not "", because a text point that starts empty is never drawn when later
+#: frames fill it in (Plotly only updates existing text elements while frames play without redraw)
+BLANK = "\u00a0"
+
+
 def _code_values(result: FitResult, k: int, phase: int | None) -> list[str]:
     """The comment after each code line while step k+1 runs from params[k] (phase None = all lines;
     otherwise only the lines up to that phase have run)."""
     a = result.params[k]
-    out = [""] * len(CODE_LINES)
+    out = [BLANK] * len(CODE_LINES)
     if k >= result.last:
         out[0] = (f"# diverged at step {k}: loss too large" if result.diverged
                   else f"# all {result.steps} steps done")
@@ -358,12 +363,12 @@ def _code_values(result: FitResult, k: int, phase: int | None) -> list[str]:
         return out
     g, nxt = result.grads[k], result.params[k + 1]
     values = [f"# step {k + 1} of {result.steps}", f"# a = ({_fmt(a[0])}, {_fmt(a[1])})",
-              f"# loss = {_fmt(result.losses[k])}", f"# a.grad = ({_fmt(g[0])}, {_fmt(g[1])})", "",
+              f"# loss = {_fmt(result.losses[k])}", f"# a.grad = ({_fmt(g[0])}, {_fmt(g[1])})", BLANK,
               f"# a becomes ({_fmt(nxt[0])}, {_fmt(nxt[1])})", "# a.grad = (0, 0)"]
     if result.batches is not None:
         values[1] += f" · {len(result.batches[k])} of {result.n} points"
     shown = len(CODE_LINES) if phase is None else PHASES[phase][0] + 1
-    return [v if i < shown else "" for i, v in enumerate(values)]
+    return [v if i < shown else BLANK for i, v in enumerate(values)]
 
 
 def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: bool = True,
@@ -382,8 +387,9 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
     f32 = np.float32
     last = result.last
     (a1lo, a1hi), (a2lo, a2hi) = view_window(xs, ys, result)
-    a1g, a2g = np.linspace(a1lo, a1hi, 60), np.linspace(a2lo, a2hi, 60)
-    z = loss_surface(xs, ys, a1g, a2g)
+    a1g, a2g = np.linspace(a1lo, a1hi, 120), np.linspace(a2lo, a2hi, 120)
+    zlog = np.log10(loss_surface(xs, ys, a1g, a2g) + 1e-12)         # (120, 120), rows follow a2
+    cx, cy = contour_lines(zlog, a1g, a2g)
     best = least_squares(xs, ys)
     clip_hi = DIVERGE_FACTOR * max(float(result.losses[0]), 1.0)
     with np.errstate(invalid="ignore"):
@@ -448,11 +454,11 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
         {"type": "scatter", "x": xs[:, 0].astype(f32), "y": ys.astype(f32), "mode": "markers",
          "name": "points", "marker": {"color": "#7f8c9b", "size": 6}, "xaxis": "x", "yaxis": "y",
          "hovertemplate": "x=%{x:.3f}<br>y=%{y:.3f}<extra></extra>"},
-        {"type": "contour", "x": a1g.astype(f32), "y": a2g.astype(f32),
-         "z": np.log10(z + 1e-12).astype(f32), "xaxis": "x3", "yaxis": "y3", "showscale": False,
-         "colorscale": SURFACE_COLORS, "ncontours": 22, "name": "log10 loss",
-         "contours": {"coloring": "heatmap", "showlines": True}, "line": {"width": 0.5},
-         "hovertemplate": "a1=%{x:.3f}<br>a2=%{y:.3f}<br>log10 loss=%{z:.2f}<extra></extra>"},
+        # contour lines as a plain scatter trace: Plotly's contour trace vanishes when scatter
+        # frames play with redraw off, so the shading is a background image (layout.images)
+        {"type": "scatter", "x": cx, "y": cy, "mode": "lines", "name": "equal-loss lines",
+         "xaxis": "x3", "yaxis": "y3", "line": {"color": "rgba(40, 60, 90, 0.45)", "width": 0.8},
+         "hoverinfo": "skip", "connectgaps": False},
         {"type": "scatter", "x": [float(best[0])], "y": [float(best[1])], "mode": "markers",
          "name": "best line (least squares)", "xaxis": "x3", "yaxis": "y3",
          "marker": {"symbol": "star", "size": 14, "color": "#f5b700",
@@ -496,15 +502,17 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
             "transition": {"duration": 0}, "mode": "immediate"}
     pause = {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
     row1, code_top = [0.5, 0.95], 0.28            # paper heights: charts on top, code below
-    titles = [(0.0, "points and the current line" + (" (○ this step's batch)"
-                                                      if result.batches is not None else "")),
+    titles = [(0.0, "points, current line" + (", ○ batch" if result.batches is not None else "")),
               (0.36, "loss on all points, so far"),
-              (0.71, "loss surface and the path of a (★ best)")]
+              (0.71, "loss surface, path of a, ★ best")]
     layout = {
         "height": 820,
         "margin": {"l": 50, "r": 15, "t": 36, "b": 10},
         "title": {"text": title or "", "x": 0.0, "xanchor": "left", "font": {"size": 15}},
         "showlegend": False,
+        "images": [{"source": surface_png(zlog), "xref": "x3", "yref": "y3", "x": a1lo, "y": a2hi,
+                    "sizex": a1hi - a1lo, "sizey": a2hi - a2lo, "sizing": "stretch",
+                    "layer": "below"}],
         "annotations": [{"text": f"<b>{t}</b>", "x": x0, "y": row1[1] + 0.01, "xref": "paper",
                          "yref": "paper", "xanchor": "left", "yanchor": "bottom", "showarrow": False,
                          "font": {"size": 13}} for x0, t in titles]
@@ -521,9 +529,10 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
                    "range": loss_range, "title": {"text": "loss (MSE)", "standoff": 2},
                    **({"dtick": 1} if log_y and loss_range[1] - loss_range[0] > 1.5 else {})},
         "xaxis3": {"domain": [0.71, 1.0], "anchor": "y3", "range": [a1lo, a1hi],
-                   "title": {"text": "a1 (slope)"}},
+                   "title": {"text": "a1 (slope)"}, "showgrid": False, "zeroline": False},
         "yaxis3": {"domain": row1, "anchor": "x3", "range": [a2lo, a2hi],
-                   "title": {"text": "a2 (intercept)", "standoff": 2}},
+                   "title": {"text": "a2 (intercept)", "standoff": 2}, "showgrid": False,
+                   "zeroline": False},
         "xaxis4": {"domain": [0, 1.0], "anchor": "y4", "range": [-0.01, 1.0], "visible": False,
                    "fixedrange": True},
         "yaxis4": {"domain": [0, code_top], "anchor": "x4", "range": [-len(CODE_LINES) + 0.5, 0.5],
@@ -542,6 +551,38 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
         }],
     }
     return _typed_arrays({"data": data, "layout": layout, "frames": frames})
+
+
+def contour_lines(z: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+                  levels: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-value lines of z[j, i] (at xv[i], yv[j]) as one polyline with NaN gaps between pieces."""
+    from skimage.measure import find_contours
+
+    lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
+    xs, ys = [], []
+    for level in np.linspace(lo, hi, levels + 2)[1:-1]:
+        for piece in find_contours(z, level):                 # (m, 2) of (row, col) indices
+            xs += [np.interp(piece[:, 1], np.arange(len(xv)), xv), [np.nan]]
+            ys += [np.interp(piece[:, 0], np.arange(len(yv)), yv), [np.nan]]
+    if not xs:
+        return np.array([], np.float32), np.array([], np.float32)
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+
+
+def surface_png(z: np.ndarray) -> str:
+    """z[j, i] (rows follow the vertical axis upwards) as a PNG data URI in SURFACE_COLORS."""
+    import io
+
+    from PIL import Image
+
+    lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
+    t = (z - lo) / (hi - lo) if hi > lo else np.zeros_like(z)
+    stops = np.array([p for p, _ in SURFACE_COLORS])
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for _, c in SURFACE_COLORS], float)
+    img = np.stack([np.interp(t, stops, rgb[:, k]) for k in range(3)], axis=-1)
+    buf = io.BytesIO()
+    Image.fromarray(np.flipud(img).round().astype(np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def typed_array(values) -> dict[str, str]:

@@ -226,10 +226,9 @@ def critical_lr_note(x: np.ndarray, run: dict) -> None:
 
 
 def animation(x: np.ndarray, y: np.ndarray, res: sgd.FitResult, view: dict) -> None:
-    best = sgd.least_squares(x, y)
     title = (f"lr {res.lr:g} · {res.optimizer} · "
              f"{'full batch' if res.batch_size is None else f'batch {res.batch_size}'} · "
-             f"{res.steps} steps — best line y = {best[0]:.3f}x + {best[1]:.3f} (★)")
+             f"{res.steps} steps")
     fig = sgd.animation_figure(x, y, res, max_frames=200, log_y=view["log_y"],
                                line_by_line=view["line_by_line"], frame_ms=view["frame_ms"],
                                title=title)

@@ -113,3 +113,21 @@ def test_share_link_reproduces_the_run(page, app_url, browser):
         assert _share_link(other) == link
     finally:
         other.context.close()
+
+
+def test_line_by_line_shows_each_lines_value_as_it_runs(page, app_url):
+    chart = _open(page, f"{app_url}/sgd?lines=1&ms=250")
+    read = ("el => [el.querySelector('.slider-container text.slider-label').textContent.trim(), "
+            "[...el.querySelectorAll('text')].map(t => t.textContent).filter(t => t.startsWith('#'))]")
+    chart.locator("g.updatemenu-button", has_text="Play").first.click()
+    seen = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(seen) < 8:
+        label, comments = chart.evaluate(read)
+        seen[label] = comments
+        time.sleep(0.05)
+    assert {"step 1 · predict", "step 1 · loss", "step 1 · backward", "step 1 · update"} <= set(seen)
+    assert not any(c.startswith("# loss") for c in seen["step 1 · predict"])
+    assert any(c.startswith("# loss = 8.23") for c in seen["step 1 · loss"])
+    assert any(c.startswith("# a.grad = (-2.886") for c in seen["step 1 · backward"])
+    assert any(c.startswith("# a becomes") for c in seen["step 1 · update"])

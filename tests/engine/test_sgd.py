@@ -211,8 +211,8 @@ def test_animation_figure_is_small_and_plays_in_the_browser(data):
     assert isinstance(back, go.Figure) and len(back.frames) == 200
     last = fig["frames"][-1]["data"][3]
     assert np.allclose(sgd.decode_typed_array(last["x"])[-1], res.params[-1, 0], atol=1e-5)
-    z = sgd.decode_typed_array(fig["data"][1]["z"])
-    assert z.shape == (60, 60)
+    assert fig["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    assert fig["layout"]["images"][0]["layer"] == "below"
 
 
 def test_animation_of_a_diverged_run_is_clipped_and_finite(data):
