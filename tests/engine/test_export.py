@@ -1,0 +1,44 @@
+"""engine.export: the run zip holds the weights, a description and a README, and loads back."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from engine.export import ZIP_NAMES, checkpoint_zip, run_zip, zip_name
+from engine.models import create_model, load_checkpoint, save_checkpoint
+
+
+def test_zip_loads_back_with_identical_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", 3, pretrained=False).eval()
+    ckpt = save_checkpoint(tmp_path / "model.safetensors", model,
+                           {"classes": ["<b>cat</b>", "dog", "fish"], "size": 24,
+                            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    run = SimpleNamespace(checkpoint=ckpt, info=SimpleNamespace(id="A" * 22, data="my pets/v1",
+                                                                arch="simple_cnn"))
+    blob = run_zip(run)
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        assert sorted(zf.namelist()) == sorted(ZIP_NAMES)
+        zf.extractall(tmp_path / "out")
+        desc = json.loads(zf.read("model.json"))
+        readme = zf.read("README.md").decode()
+    assert desc["classes"] == ["<b>cat</b>", "dog", "fish"] and desc["arch"] == "simple_cnn"
+    assert desc["size"] == 24 and desc["normalisation"]["mean"] == [0.5, 0.5, 0.5]
+    assert desc["run_id"] == "A" * 22
+    assert "load_checkpoint" in readme and "model.safetensors" in readme
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == ckpt.read_bytes()
+
+    original, loaded = load_checkpoint(ckpt), load_checkpoint(tmp_path / "out" / "model.safetensors")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        img = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+        a, b = original.predict(img), loaded.predict(img)
+        assert a[:2] == b[:2]
+        np.testing.assert_array_equal(a[2], b[2])
+    assert zip_name(run) == "dllab-simple_cnn-my-pets-v1-AAAAAAAA.zip"
+    assert checkpoint_zip(ckpt)[:2] == b"PK"
