@@ -84,6 +84,34 @@ T_LAST_RESULT = "train.last_result"    # dict: last finished job's summary, for 
 T_LR_FIND = "train.lr_find"            # last LR-finder result as a dict (lrs, losses, suggestions)
 T_MODEL_STATE = "train.model_state"    # weights of the session's model between jobs (CPU tensors)
 
+# Explorer -----------------------------------------------------------------------------------------
+E_URL_LOADED = "explore.url_loaded"
+E_RUN = "explore.run"                  # id of the run shown (selectbox; a ?run= link sets it)
+E_SHARED = "explore.shared"            # id of a run opened from a link (kept in the run list)
+E_CM_MODE = "explore.cm_mode"          # "counts" | "rows" (each row divided by its total)
+E_CM = "explore.cm"                    # plotly selection widget of the confusion matrix
+E_CELL = "explore.cell"                # (actual index, predicted index) clicked, or None (lasting)
+E_MIN_VAL = "explore.min_val"          # most_confused threshold
+E_K = "explore.k"                      # number of top-loss tiles
+E_ORDER = "explore.order"              # "largest" | "smallest" losses first
+E_CAM_ALPHA = "explore.cam_alpha"      # Grad-CAM overlay opacity, 0..1
+E_CMAP = "explore.cmap"                # "cividis" | "viridis"
+E_CAM_TILE = "explore.cam.{}"          # toggle: Grad-CAM on top-loss tile of item i
+E_MODEL = "explore.model"              # (run id, engine.models.Checkpoint) loaded for this session
+E_DECISIONS = "explore.decisions"      # {run id: {file path: "keep" | "delete" | "move:<class>"}}
+E_DECISION = "explore.dec.{}"          # selectbox of one image in the cleaner (hash of its path)
+E_CLEAN_SPLIT = "explore.clean_split"  # "valid" | "train"
+E_CLEAN_CLASS = "explore.clean_class"  # class folder shown in the cleaner
+E_CLEAN_N = "explore.clean_n"          # images shown per class in the cleaner
+E_TRAIN_LOSSES = "explore.train_losses"  # {(run id, class): (paths, losses, preds)} computed on demand
+E_JOURNAL = "explore.journal"          # {run id: id of the last applied cleaning journal}
+E_CLEAN_MSG = "explore.clean_msg"      # ("success" | "error", sentence) after apply / undo
+E_RETRAIN = "explore.retrain_settings" # settings dict of the run to retrain (read by the Train page)
+E_PRED_SOURCE = "explore.pred_source"  # "upload" | "webcam" | "valid"
+E_PRED_ITEM = "explore.pred_item"      # index of the validation image to predict
+E_PREDICTION = "explore.prediction"    # last prediction: dict (run, name, probs, seconds, cam)
+E_PRED_ERROR = "explore.pred_error"    # last upload error sentence
+
 
 def owner_token() -> str:
     """This browser session's opaque owner token (made once, never shown): it names the session's

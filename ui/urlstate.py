@@ -106,13 +106,19 @@ def _sgd_table() -> list[Param]:
     ]
 
 
+def _explore_table() -> list[Param]:
+    # The run id is checked by engine.runs.load_run (format and folder) when the page opens it.
+    return [Param("run", S.E_RUN, "str", "")]
+
+
 TABLES: dict[str, list[Param]] = {}
 
 
 def table(page: str) -> list[Param]:
     """The URL table of a page ("kernels", "sgd", ...). Built lazily so pages import only names."""
     if page not in TABLES:
-        TABLES[page] = {"kernels": _kernel_table, "sgd": _sgd_table}[page]()
+        TABLES[page] = {"kernels": _kernel_table, "sgd": _sgd_table,
+                        "explore": _explore_table}[page]()
     return TABLES[page]
 
 
