@@ -545,7 +545,7 @@ def animation_figure(x, y, result: FitResult, *, max_frames: int = 200, log_y: b
         }],
         "sliders": [{
             "active": 0, "x": 0.24, "y": 0.44, "len": 0.76, "xanchor": "left", "yanchor": "top",
-            "pad": {"t": 0, "b": 0}, "currentvalue": {"prefix": "step ", "visible": True,
+            "pad": {"t": 0, "b": 0}, "currentvalue": {"prefix": "step " if line_by_line else "steps done: ", "visible": True,
                                                       "xanchor": "left"},
             "transition": {"duration": 0}, "steps": slider_steps,
         }],

@@ -48,7 +48,7 @@ def test_play_advances_frames_in_the_browser_without_a_rerun(page, app_url):
 
     page.on("websocket", watch)
     chart = _open(page, f"{app_url}/sgd?lr=0.1&steps=60&ms=30&bs=10&seed=42")
-    assert _step_label(chart).strip() == "step 0"
+    assert _step_label(chart).strip() == "steps done: 0"
     code_before = chart.locator("text", has_text="# step 1 of 60").count()
     assert code_before >= 1
     time.sleep(1.0)
@@ -60,10 +60,10 @@ def test_play_advances_frames_in_the_browser_without_a_rerun(page, app_url):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         labels.add(_step_label(chart).strip())
-        if "step 60" in labels:
+        if "steps done: 60" in labels:
             break
         time.sleep(0.05)
-    assert "step 60" in labels, f"the animation did not reach the last frame: saw {sorted(labels)}"
+    assert "steps done: 60" in labels, f"the animation did not reach the last frame: saw {sorted(labels)}"
     assert len(labels) >= 5, f"frames did not advance one by one: saw {sorted(labels)}"
     # the code panel moved on with the frames
     assert chart.locator("text", has_text="# all 60 steps done").count() >= 1
@@ -76,14 +76,14 @@ def test_pause_stops_and_slider_jumps_to_a_frame(page, app_url):
     chart = _open(page, f"{app_url}/sgd?lr=0.1&steps=200&ms=150")
     chart.locator("g.updatemenu-button", has_text="Play").first.click()
     page.wait_for_function(
-        "el => !/step 0$/.test(el.querySelector('.slider-container text.slider-label')"
+        "el => !/done: 0$/.test(el.querySelector('.slider-container text.slider-label')"
         ".textContent.trim())",
         arg=chart.element_handle(), timeout=30_000)
     chart.locator("g.updatemenu-button", has_text="Pause").first.click()
     time.sleep(1.0)
     paused = _step_label(chart)
     time.sleep(1.5)
-    assert _step_label(chart) == paused and paused.strip() != "step 200"
+    assert _step_label(chart) == paused and paused.strip() != "steps done: 200"
 
 
 def test_share_link_reproduces_the_run(page, app_url, browser):
