@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from engine import sgd
 from ui import state as S
+from ui.figures import ReadyFigure
 from ui import urlstate
 from ui.nav import ensure_app_navigation
 
@@ -185,19 +186,6 @@ def parse_compare(text: str) -> list[float]:
 
 # ------------------------------------------------------------------------------------------------
 # Drawing
-
-class ReadyFigure(go.Figure):
-    """A figure that is already plain Plotly JSON (engine.sgd.animation_figure). Streamlit turns a
-    Figure into JSON through `to_dict()`; handing back the prepared dict skips rebuilding and
-    copying some 1600 trace objects, which takes longer than computing the whole animation."""
-
-    def __init__(self, spec: dict):
-        super().__init__()
-        self._spec = spec
-
-    def to_dict(self) -> dict:
-        return self._spec
-
 
 def critical_lr_note(x: np.ndarray, run: dict) -> None:
     crit = sgd.critical_lr(x)

@@ -10,17 +10,33 @@ BLUE_ORANGE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#f
                [1.0, "#b35806"]]
 
 
+class ReadyFigure(go.Figure):
+    """A figure already written as plain Plotly JSON.
+
+    st.plotly_chart turns a dict into a validated go.Figure (≈10 ms for a small heatmap, far more
+    for an animation with hundreds of traces), but takes a Figure's `to_dict()` as it is; handing
+    back the prepared dict skips that. If Streamlit ever stops calling to_dict, the chart still
+    works, only slower.
+    """
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self._spec = spec
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+
 def _axis(**kw) -> dict:
     return {"visible": False, **kw}
 
 
 def matrix_figure(values: np.ndarray, *, title: str = "", fmt: str = ".3g", height: int = 220,
                   symmetric: bool = True, highlight_centre: bool = False,
-                  grey: bool = False) -> dict:
+                  grey: bool = False) -> ReadyFigure:
     """A small heatmap with each cell's value written in it (kernels, patches, products).
 
-    Returned as a plain Plotly dict: building go.Figure objects validates every property and
-    costs ~10 ms each, which adds up on a page that redraws several of these per edit.
+    Built as plain Plotly JSON (see ReadyFigure): a page redraws several of these per edit.
     """
     v = np.asarray(values, dtype=float)
     m = float(np.nanmax(np.abs(v))) if v.size and np.isfinite(v).any() else 1.0
@@ -40,11 +56,11 @@ def matrix_figure(values: np.ndarray, *, title: str = "", fmt: str = ".3g", heig
               "margin": {"l": 4, "r": 4, "t": 30 if title else 4, "b": 4}}
     if title:
         layout["title"] = {"text": title, "font": {"size": 14}}
-    return {"data": [trace], "layout": layout}
+    return ReadyFigure({"data": [trace], "layout": layout})
 
 
 def zoom_figure(window: np.ndarray, x0: int, y0: int, sel: tuple[int, int], *,
-                height: int = 430) -> dict:
+                height: int = 430) -> ReadyFigure:
     """Pixels around the chosen one, enlarged, each labelled with its value; click picks a pixel.
 
     window: (h, w) grey values; (x0, y0) is the window's top-left in image coordinates.
@@ -73,7 +89,7 @@ def zoom_figure(window: np.ndarray, x0: int, y0: int, sel: tuple[int, int], *,
               "clickmode": "event+select", "margin": {"l": 40, "r": 4, "t": 4, "b": 40},
               "xaxis": {"title": {"text": "x"}},
               "yaxis": {"title": {"text": "y"}, "autorange": "reversed", "scaleanchor": "x"}}
-    return {"data": [heat, picker], "layout": layout}
+    return ReadyFigure({"data": [heat, picker], "layout": layout})
 
 
 def learning_animation(kernels: Sequence[np.ndarray], losses: Sequence[float], steps: Sequence[int],
