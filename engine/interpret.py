@@ -213,6 +213,43 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.5,
     return np.rint(img[..., :3].astype(np.float32) * (1 - a) + colours * a).astype(np.uint8)
 
 
+@torch.no_grad()
+def predict_files(model: nn.Module, paths: Sequence[str], label: int, *, size: int,
+                  mean: Sequence[float], std: Sequence[float],
+                  batch_size: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(readable paths, probs (N, C), losses (N,)) for image files that all carry class `label`,
+    preprocessed like validation images; files that do not decode are left out.
+
+    The run store keeps losses for validation images only; the cleaner uses this for the training
+    images of one class at a time."""
+    from engine.images import ImageError, load_image
+    from engine.models import preprocess_image
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ok: list[str] = []
+    probs: list[torch.Tensor] = []
+    try:
+        for start in range(0, len(paths), batch_size):
+            xs = []
+            for p in paths[start:start + batch_size]:
+                try:
+                    xs.append(preprocess_image(load_image(p), size, mean, std))
+                except (ImageError, OSError, ValueError):
+                    continue
+                ok.append(str(p))
+            if xs:
+                probs.append(model(torch.cat(xs).to(device)).float().softmax(1).cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        return [], np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
+    pr = torch.cat(probs)
+    losses = -torch.log(pr[:, label].clamp_min(1e-12))  # cross-entropy of the true class
+    return ok, pr.numpy(), losses.numpy()
+
+
 __all__ = ["COLORMAPS", "InterpretError", "confusion_matrix", "row_normalise", "most_confused",
            "ClassScores", "class_scores", "top_losses", "default_cam_layer", "grad_cam", "colorize",
-           "overlay"]
+           "overlay", "predict_files"]

@@ -1,0 +1,168 @@
+"""AppTest for the Explorer page with a tiny stored run (a small CNN trained for one epoch)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ui import state as S
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "explore.py")
+OWNER = "owner-token-a"
+CLASSES = ("<em>red", "green", "blue")  # a folder name that looks like HTML
+
+
+def make_fake_run(data: Path, owner: str = OWNER, per_class: int = 10) -> tuple[str, Path]:
+    """A coloured-squares data set under data/shapes and a run trained on it; returns (id, folder)."""
+    import cv2
+    import torch
+
+    from engine.data import DataConfig, build_dataloaders
+    from engine.models import create_model
+    from engine.runs import save_run
+    from engine.training import Learner
+
+    folder = data / "shapes"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 80, (20, 20, 3), dtype=np.uint8)
+            img[4:16, 4:16, c] = 255                       # a bright square in the class's colour
+            cv2.imwrite(str(folder / name / f"{i:02d}.png"), img[..., ::-1])
+    torch.manual_seed(0)
+    dls = build_dataloaders(folder, DataConfig(size=16, bs=8, flip=False, augment=False))
+    learn = Learner(create_model("simple_cnn", 3, pretrained=False), dls, device="cpu", seed=0)
+    learn.fit_one_cycle(1, 1e-3)
+    info = save_run(learn, owner=owner, data_name="shapes", settings={"arch": "simple_cnn", "size": 16},
+                    history={"epochs": learn.history}, status="done")
+    return info.id, folder
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """One data dir with one run owned by OWNER, shared by the tests of this module."""
+    data = tmp_path_factory.mktemp("dllab")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DLLAB_DATA", str(data))
+    run_id, folder = make_fake_run(data)
+    yield run_id, folder
+    mp.undo()
+
+
+@pytest.fixture
+def env(stored, monkeypatch):
+    from engine.paths import data_dir
+    run_id, folder = stored
+    monkeypatch.setenv("DLLAB_DATA", str(folder.parent))
+    assert data_dir() == folder.parent
+    return run_id, folder
+
+
+def app(owner: str = OWNER, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state[S.SESSION_OWNER] = owner
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] +
+                     [i.value for i in at.info] + [e.value for e in at.error])
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_without_a_run_the_page_points_to_the_train_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    at = app()
+    assert "no trained model" in at.info[0].value
+    assert not at.error
+    assert any(b.label.startswith("Make a quick demo run") for b in at.button)
+
+
+def test_opens_the_sessions_latest_run_with_all_sections(env):
+    run_id, _ = env
+    at = app()
+    assert at.selectbox(key=S.E_RUN).value == run_id
+    assert at.query_params["run"] in (run_id, [run_id])
+    assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Export"]
+    assert {m.label for m in at.metric} >= {"Accuracy", "Error rate = 1 − accuracy"}
+    assert not at.error
+    shown = texts(at)
+    # A class name holding HTML is shown as text: escaped for markdown, never as a tag.
+    assert "<em>red" not in shown and r"\<em\>red" in shown
+
+
+def test_clicking_a_cell_shows_its_images(env):
+    at = app()
+    at.session_state[S.E_CELL] = (0, 0)
+    at.run()
+    assert not at.exception
+    head = [m.value for m in at.markdown if m.value.startswith("#### Actual")]
+    assert head and "predicted" in head[0]
+    at.button(key="explore.cell_close").click().run()
+    assert not [m for m in at.markdown if m.value.startswith("#### Actual")]
+
+
+def test_top_losses_grad_cam_toggle_and_k(env):
+    at = app()
+    at.slider(key=S.E_K).set_value(3).run()
+    toggles = [t for t in at.toggle if str(t.key).startswith("explore.cam.")]
+    assert len(toggles) == 3
+    toggles[0].set_value(True).run()
+    assert not at.exception and not at.error
+
+
+def test_relabel_apply_and_undo(env):
+    run_id, folder = env
+    before = files(folder)
+    at = app()
+    boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
+    assert boxes
+    boxes[0].select("move:green").run()
+    at.radio(key=S.E_CLEAN_SPLIT).set_value("train").run()  # choices persist across sides
+    at.radio(key=S.E_CLEAN_SPLIT).set_value("valid").run()
+    boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
+    assert boxes[0].value == "move:green"
+    at.button(key="explore.apply").click().run()
+    assert not at.exception
+    assert "1 relabelled" in at.success[0].value
+    after = files(folder)
+    assert after != before and sorted(after.values()) == sorted(before.values())
+    at.button(key="explore.undo").click().run()
+    assert "Undone" in at.success[0].value
+    assert files(folder) == before
+
+
+def test_a_shared_link_opens_read_only(env):
+    run_id, folder = env
+    before = files(folder)
+    at = app(owner="someone-else", query={"run": run_id})
+    assert at.selectbox(key=S.E_RUN).value == run_id
+    assert any("shared with a link" in i.value for i in at.info)
+    assert at.button(key="explore.apply").disabled and at.button(key="explore.undo").disabled
+    assert all(s.disabled for s in at.selectbox if str(s.key).startswith("explore.dec."))
+    assert files(folder) == before
+
+
+def test_a_bad_link_is_one_sentence(env):
+    at = app(owner="someone-else", query={"run": "../../etc/passwd"})
+    assert "not a valid run id" in at.error[0].value
+    assert "no trained model" in at.info[0].value
+
+
+def test_predict_a_validation_image(env):
+    at = app()
+    shown = texts(at)
+    assert "predicted in" in shown and "ms" in shown
+    assert any(m.value.startswith("### ") and "%" in m.value for m in at.markdown)
