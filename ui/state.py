@@ -120,9 +120,38 @@ def owner_token() -> str:
 
     token = st.session_state.get(SESSION_OWNER)
     if not token:
-        token = secrets.token_urlsafe(16)
+        try:   # a reload keeps its token through the cookie persist_owner_cookie() set
+            token = st.context.cookies.get(OWNER_COOKIE)
+        except Exception:
+            token = None
+        if not _well_formed(token):
+            token = secrets.token_urlsafe(16)
         st.session_state[SESSION_OWNER] = token
     return token
+
+
+OWNER_COOKIE = "dllab_owner"
+
+
+def _well_formed(token: object) -> bool:
+    import re
+    return isinstance(token, str) and re.fullmatch(r"[A-Za-z0-9_-]{22}", token) is not None
+
+
+def persist_owner_cookie() -> None:
+    """Keep the owner token in a browser cookie, so a reload (a new Streamlit session) finds the
+    same jobs, uploads and runs. Draws nothing visible; only once per session."""
+    token = owner_token()
+    if st.session_state.get("session.cookie_set") == token:
+        return
+    try:
+        present = st.context.cookies.get(OWNER_COOKIE)
+    except Exception:  # no browser (AppTest): nothing to keep
+        present = token
+    if present != token:
+        st.html(f"<script>document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age=2592000; "
+                "SameSite=Strict';</script>", unsafe_allow_javascript=True, width=1)
+    st.session_state["session.cookie_set"] = token
 
 
 def keep_key(key: str) -> str:

@@ -111,6 +111,22 @@ def _explore_table() -> list[Param]:
     return [Param("run", S.E_RUN, "str", "")]
 
 
+def _train_table() -> list[Param]:
+    from engine.models import ARCHS
+    return [
+        Param("data", S.T_SOURCE, "str", "digits", ("digits", "pets")),
+        Param("arch", S.T_ARCH, "str", "simple_cnn", tuple(ARCHS)),
+        Param("pre", S.T_PRETRAINED, "bool", False),
+        Param("size", S.T_SIZE, "int", 16, lo=8, hi=512),
+        Param("bs", S.T_BS, "int", 64, lo=1, hi=1024),
+        Param("vp", S.T_VALID_PCT, "float", 0.2, lo=0.05, hi=0.5),
+        Param("seed", S.T_SEED, "int", 42, lo=0, hi=2**31 - 1),
+        Param("method", S.T_METHOD, "str", "fit_one_cycle", ("fit_one_cycle", "fine_tune", "unfreeze")),
+        Param("epochs", S.T_EPOCHS, "int", 10, lo=1, hi=100),
+        Param("lr", S.T_LR, "float", 1e-2, lo=1e-7, hi=10.0),
+    ]
+
+
 TABLES: dict[str, list[Param]] = {}
 
 
@@ -118,7 +134,7 @@ def table(page: str) -> list[Param]:
     """The URL table of a page ("kernels", "sgd", ...). Built lazily so pages import only names."""
     if page not in TABLES:
         TABLES[page] = {"kernels": _kernel_table, "sgd": _sgd_table,
-                        "explore": _explore_table}[page]()
+                        "explore": _explore_table, "train": _train_table}[page]()
     return TABLES[page]
 
 

@@ -1,0 +1,126 @@
+"""AppTest for the Train page on a tiny data set: data step, LR finder, training, coach, runs.
+
+AppTest does not run a fragment's timer, so each test reruns the whole script while the job works
+(a full run draws the fragments too) until the page has taken in the job's result.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from ui import state as S
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "train.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_root(tmp_path_factory):
+    """Own data directory, with a tiny two-class set in folders/ (the 'folder on the server')."""
+    root = tmp_path_factory.mktemp("appdata")
+    old = os.environ.get("DLLAB_DATA")
+    os.environ["DLLAB_DATA"] = str(root)
+    rng = np.random.default_rng(0)
+    for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        d = root / "folders" / "tiny" / cls
+        d.mkdir(parents=True)
+        for i in range(16):
+            img = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"{i}.png")
+    (root / "folders" / "tiny" / "red" / "broken.png").write_bytes(b"<html>not an image</html>")
+    yield root
+    if old is None:
+        os.environ.pop("DLLAB_DATA", None)
+    else:
+        os.environ["DLLAB_DATA"] = old
+
+
+def wait_until(at: AppTest, done, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        at.run()
+        assert not at.exception, at.exception
+        if done(at):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the job did not finish in time")
+
+
+@pytest.fixture
+def at():
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def use_tiny(at: AppTest) -> None:
+    at.radio(key=S.T_SOURCE).set_value("folder").run()
+    at.selectbox(key=S.T_ARCH).set_value("simple_cnn")
+    at.checkbox(key=S.T_PRETRAINED).uncheck()
+    at.selectbox(key=S.T_SIZE).set_value(16)
+    at.selectbox(key=S.T_BS).set_value(8)
+    at.radio(key=S.T_METHOD).set_value("fit_one_cycle")
+    at.run()
+    assert not at.exception and not at.error
+
+
+def test_digits_are_the_default_and_ready(at):
+    assert at.radio(key=S.T_SOURCE).value == "digits"
+    assert at.selectbox(key=S.T_ARCH).value == "simple_cnn" and at.selectbox(key=S.T_SIZE).value == 16
+    assert any("Images per class" in str(c.proto.spec) for c in at.get("plotly_chart"))
+    assert len(at.get("imgs")) >= 1 or at.get("image")
+    assert not at.error
+
+
+def test_data_step_verify_and_quarantine_is_read_only_for_server_folders(at):
+    use_tiny(at)
+    at.button(key="train.verify_btn").click().run()
+    assert any("1 files cannot be used" in w.value for w in at.warning)
+    assert any("read-only" in c.value for c in at.caption)
+    at.toggle(key=S.T_AUGMENT).set_value(False).run()
+    assert not at.exception
+
+
+def test_lr_finder_train_coach_and_runs(at):
+    use_tiny(at)
+    at.button(key="train.lr_find_btn").click().run()
+    assert at.session_state[S.T_JOB]
+    wait_until(at, lambda a: S.T_LR_FIND in a.session_state)
+    res = at.session_state[S.T_LR_FIND]
+    assert len(res["lrs"]) > 10 and "valley" in res["suggestions"]
+    valley = res["suggestions"]["valley"]
+    # the finder's valley becomes the rate used next; a suggestion button sets its value
+    assert at.number_input(key=S.T_LR).value == pytest.approx(float(f"{valley:.2e}"))
+    steep = res["suggestions"]["steep"]
+    at.button(key="train.use_steep").click().run()
+    assert at.number_input(key=S.T_LR).value == pytest.approx(float(f"{steep:.2e}"))
+
+    at.number_input(key=S.T_EPOCHS).set_value(2)
+    at.number_input(key=S.T_LR).set_value(1e-2).run()
+    at.button(key="train.start").click().run()
+    wait_until(at, lambda a: (a.session_state[S.T_LAST_RESULT] or {}).get("kind") == "train"
+               if S.T_LAST_RESULT in a.session_state else False)
+    last = at.session_state[S.T_LAST_RESULT]
+    assert len(last["epochs"]) == 2 and last["run_id"]
+    assert any(h.value == "5 · Coach" for h in at.subheader)
+    notes = [m.value for m in list(at.success) + list(at.warning) + list(at.error) + list(at.info)]
+    assert any(n.startswith("**") for n in notes)        # at least one coach note
+    frames = [d.value for d in at.dataframe]
+    assert any(list(f.columns)[:5] == ["epoch", "train_loss", "valid_loss", "error_rate", "time"]
+               for f in frames)
+    assert any("explore?run=" + last["run_id"] in c.value for c in at.code)
+    assert not at.error
+
+
+def test_unfreeze_without_a_run_is_a_sentence(at):
+    use_tiny(at)
+    at.radio(key=S.T_METHOD).set_value("unfreeze").run()
+    at.button(key="train.start").click().run()
+    assert any("train first" in e.value for e in at.error)
+    assert not at.exception
