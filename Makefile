@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test bench chromium deps dev-deps clean
+.PHONY: run test bench bench-deps chromium deps dev-deps clean
 
 run: $(VENV)/.deps
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
@@ -13,8 +13,17 @@ run: $(VENV)/.deps
 test: $(VENV)/.dev-deps chromium
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.dev-deps chromium
+bench: $(VENV)/.dev-deps chromium bench-deps
 	$(BIN)/python -m bench.run_all
+
+# fastai for the throughput comparison only: pure-Python packages in their own folder, put on
+# sys.path by that benchmark's subprocess; the app's .venv (and its pinned torch) is not touched.
+FASTAI_PKGS := bench/.fastai-pkgs
+bench-deps: $(FASTAI_PKGS)/.installed
+$(FASTAI_PKGS)/.installed: requirements-bench.txt | $(VENV)/bin/python
+	rm -rf $(FASTAI_PKGS)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(FASTAI_PKGS) -r requirements-bench.txt
+	touch $@
 
 deps: $(VENV)/.deps
 dev-deps: $(VENV)/.dev-deps
