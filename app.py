@@ -80,6 +80,7 @@ def _device_panel() -> None:
 
 
 def main() -> None:
+    _device_future()  # whichever page a visitor opens first, heavy imports start in the background
     pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
     for title, path, icon, _ in LESSON_PATH:
         if os.path.exists(path):

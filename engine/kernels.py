@@ -326,7 +326,7 @@ class LearnResult:
     history: list[LearnStep] = field(default_factory=list)
 
 
-def response_scale(response: np.ndarray, mode: str, *, percentile: float = 99.5) -> float:
+def response_scale(response: np.ndarray, mode: str, *, percentile: float = 98.0) -> float:
     """The magnitude drawn at full intensity: a high percentile of |response|, not the maximum.
 
     A few extreme pixels (a bright edge) would otherwise squash everything else into near-white.

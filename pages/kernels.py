@@ -24,7 +24,7 @@ DISPLAY_LABELS = {"diverging": "signed colours (blue − / orange +)", "abs": "a
                   "clip": "clipped to 0–255 (classic photo filter)"}
 CUSTOM = "custom"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
-LEARN_TARGET_TYPED = "the kernel in the grid"
+LEARN_TARGET_TYPED = "the kernel in the grid"  # also a value of the URL table's "hidden"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -39,8 +39,6 @@ def init_state() -> None:
         else:
             S.restore(p.key, p.default)
     S.restore(S.K_SOURCE, "sample")
-    S.restore(S.K_LEARN_INIT, "zero")
-    S.restore(S.K_LEARN_STEPS, 200)
     if not st.session_state.get(S.K_URL_LOADED):
         st.session_state[S.K_URL_LOADED] = True
         problems = urlstate.load(PAGE)
@@ -74,8 +72,7 @@ def _on_cell() -> None:
 
 def widget_keys() -> list[str]:
     keys = [p.key for p in urlstate.table(PAGE) if p.kind != "cells"]
-    return keys + [S.K_CELL.format(i) for i in range(9)] + [S.K_SOURCE, S.K_LEARN_INIT,
-                                                          S.K_LEARN_STEPS]
+    return keys + [S.K_CELL.format(i) for i in range(9)] + [S.K_SOURCE]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,17 +321,22 @@ def learn_section(image_key: str, work: np.ndarray, kernel: np.ndarray, border: 
     st.write("Pick a hidden kernel. The page computes target = hidden kernel applied to the photo, "
              "then starts from nine guesses and nudges them by gradient descent until its output "
              "matches the target — nobody tells it the weights.")
-    c = st.columns(4)
+    c = st.columns(5)
     hidden = c[0].selectbox("Hidden kernel", list(K.PRESETS) + [LEARN_TARGET_TYPED], key=S.K_HIDDEN)
-    init = c[1].radio("Start from", ["zero", "random"], key=S.K_LEARN_INIT, horizontal=True)
-    steps = c[2].select_slider("Steps", [25, 50, 100, 200, 400, 800], key=S.K_LEARN_STEPS)
-    speed = c[3].select_slider("Learning rate (× safe rate)", [0.1, 0.5, 1.0, 1.9, 2.2],
-                               value=1.0, key="kernels.learn_lr",
-                               help="1 = 1 / largest curvature of the loss. Plain gradient descent "
-                                    "diverges above 2.")
+    init = c[1].radio("Start from", ["zero", "random"], key=S.K_LEARN_INIT)
+    rule = c[2].radio("Update", ["momentum", "plain"], key=S.K_LEARN_RULE,
+                      format_func={"momentum": "with momentum 0.9",
+                                   "plain": "plain gradient descent"}.get,
+                      help="Plain: w −= lr × gradient. Momentum keeps 90 % of the previous step, "
+                           "which crosses long, flat valleys of the loss much faster.")
+    steps = c[3].select_slider("Steps", [25, 50, 100, 200, 400, 800], key=S.K_LEARN_STEPS)
+    speed = c[4].select_slider("Learning rate (× safe rate)", [0.1, 0.5, 1.0, 1.9, 2.2, 3.0, 4.0],
+                               key=S.K_LEARN_LR,
+                               help="1 = 1 / the largest curvature of the loss for this photo. Plain "
+                                    "gradient descent diverges above 2, with momentum 0.9 above 3.8.")
     target = kernel if hidden == LEARN_TARGET_TYPED else K.PRESETS[hidden]
-    cfg = K.LearnConfig(steps=int(steps), lr_scale=float(speed), momentum=0.0, init=init,
-                        border=border)
+    cfg = K.LearnConfig(steps=int(steps), lr_scale=float(speed),
+                        momentum=0.9 if rule == "momentum" else 0.0, init=init, border=border)
     settings = (image_key, tuple(np.asarray(target).ravel().tolist()), cfg)
     if st.button("Run gradient descent", type="primary", key="kernels.learn_go"):
         st.session_state[S.K_LEARN_RUN] = settings
@@ -346,7 +348,8 @@ def learn_section(image_key: str, work: np.ndarray, kernel: np.ndarray, border: 
     st.plotly_chart(fig, key="kernels.learn_fig")
     if not np.isfinite(final.loss) or final.loss > history[0].loss:
         st.error(f"Diverged at step {final.step}: the learning rate is too large, so every step "
-                 "overshoots further than the last. Choose a rate below 2× the safe rate.")
+                 "overshoots further than the last. Choose a smaller rate (below 2× the safe rate for "
+                 "plain descent, below 3.8× with momentum).")
     else:
         err = float(np.abs(final.kernel - target).max())
         st.success(f"After {final.step} steps the loss fell from {history[0].loss:.3g} to "

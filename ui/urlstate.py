@@ -82,7 +82,11 @@ def _kernel_table() -> list[Param]:
         Param("l3", S.K_LAYER_PRESET.format(3), "str", "blur", PRESET_NAMES),
         Param("r1", S.K_LAYER_RELU.format(1), "bool", True),
         Param("r2", S.K_LAYER_RELU.format(2), "bool", True),
-        Param("hidden", S.K_HIDDEN, "str", "sharpen", PRESET_NAMES),
+        Param("hidden", S.K_HIDDEN, "str", "sharpen", PRESET_NAMES + ("the kernel in the grid",)),
+        Param("linit", S.K_LEARN_INIT, "str", "zero", ("zero", "random")),
+        Param("lrule", S.K_LEARN_RULE, "str", "momentum", ("momentum", "plain")),
+        Param("lsteps", S.K_LEARN_STEPS, "int", 200, (25, 50, 100, 200, 400, 800)),
+        Param("llr", S.K_LEARN_LR, "float", 1.0, (0.1, 0.5, 1.0, 1.9, 2.2, 3.0, 4.0)),
     ]
 
 
