@@ -83,7 +83,7 @@ WIDGETS = [S.E_CM_MODE, S.E_MIN_VAL, S.E_K, S.E_ORDER, S.E_CAM_ALPHA, S.E_CMAP, 
 def _describe(info, owner: str) -> str:
     when = time.strftime("%d %b %H:%M", time.localtime(info.created))
     err = info.metrics.get("error_rate", float("nan"))
-    text = f"{info.data} · {info.arch} · {info.epochs} epochs · error rate {err:.1%} · {when}"
+    text = f"{info.data} · {info.arch} · {info.epochs} epoch{'s' * (info.epochs != 1)} · error rate {err:.1%} · {when}"
     return text + ("" if info.owner == owner else " · shared with you (read-only)")
 
 
@@ -117,8 +117,8 @@ def no_run(owner: str) -> None:
         st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
     except Exception:  # the Train page is not part of this app yet (or not in the navigation)
         st.caption("(The Train page is not available in this copy of the app.)")
-    if st.button("Make a quick demo run (digits, 1 epoch)", key="explore.demo"):
-        with st.spinner("Training a small CNN on 300 digits for one epoch…"):
+    if st.button("Make a quick demo run (300 digits, 3 epochs)", key="explore.demo"):
+        with st.spinner("Training a small CNN on 300 digits for three epochs…"):
             try:
                 info = make_demo_run(owner)
             except ENGINE_ERRORS as exc:
@@ -128,7 +128,7 @@ def no_run(owner: str) -> None:
         st.rerun()
 
 
-def make_demo_run(owner: str, per_class: int = 30):
+def make_demo_run(owner: str, per_class: int = 30, epochs: int = 3):
     """A deliberately small, quick run owned by this session, on its own copy of 300 digits (so
     cleaning it never touches the shared digits folder)."""
     import torch
@@ -150,10 +150,10 @@ def make_demo_run(owner: str, per_class: int = 30):
     dls = build_dataloaders(dest, DataConfig(size=16, bs=32, flip=False, seed=42))
     learn = Learner(create_model("simple_cnn", len(dls.classes), pretrained=False), dls,
                     device="cpu", seed=0)
-    learn.fit_one_cycle(1, 3e-3)
+    learn.fit_one_cycle(epochs, 1e-2)
     settings = {"source": "folder", "folder": str(dest), "arch": "simple_cnn", "pretrained": False,
                 "size": 16, "bs": 32, "valid_pct": 0.2, "seed": 42, "method": "fit_one_cycle",
-                "epochs": 1, "lr": 3e-3}
+                "epochs": epochs, "lr": 1e-2}
     return save_run(learn, owner=owner, data_name="digits demo", settings=settings,
                     history={"epochs": learn.history}, status="done")
 
@@ -360,7 +360,11 @@ def _decisions(run) -> dict[str, str]:
 
 
 def _on_decision(run_id: str, path: str, key: str) -> None:
-    st.session_state[S.E_DECISIONS].setdefault(run_id, {})[path] = st.session_state[key]
+    # After Apply the widget keys are dropped, but the browser may still report the old value
+    # once; such an echo has nothing to record.
+    value = st.session_state.get(key)
+    if value is not None:
+        st.session_state[S.E_DECISIONS].setdefault(run_id, {})[path] = value
 
 
 def _split_files(run, root: Path, class_name: str) -> list[str]:
@@ -514,7 +518,8 @@ def prob_figure(classes: list[str], probs: np.ndarray) -> dict:
                       "hovertemplate": "%{y}: %{x:.2%}<extra></extra>"}],
             "layout": {"height": 60 + 26 * len(order), "margin": {"l": 10, "r": 40, "t": 10, "b": 30},
                        "xaxis": {"range": [0, 1.15], "tickformat": ".0%", "title": {"text": "probability"}},
-                       "yaxis": {"automargin": True}}}
+                       # category: class names such as "0".."9" must not become a number axis
+                       "yaxis": {"automargin": True, "type": "category"}}}
 
 
 def predict_section(run) -> None:
