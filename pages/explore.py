@@ -221,7 +221,7 @@ def tile(run, i: int, *, cam_toggle: bool = False) -> None:
         st.image(picture, width=THUMB)
     mark = "✓" if pred == actual else "✗"
     st.caption(f"{mark} predicted **{md(run.classes[pred])}** · actual **{md(run.classes[actual])}**  \n"
-               f"loss {run.losses[i]:.3f} · probability {run.probs[i, pred]:.2f}")
+               f"loss {max(float(run.losses[i]), 0.0):.3f} · probability {run.probs[i, pred]:.2f}")
 
 
 def grid(run, indices, *, cam_toggle: bool = False) -> None:
@@ -444,7 +444,7 @@ def clean_section(run, owner: str, read_only: bool) -> None:
                     picture = thumb(path)
                     if picture is not None:
                         st.image(picture, width=THUMB)
-                    st.caption(f"{md(Path(path).name)} · loss {loss:.3f} · predicted "
+                    st.caption(f"{md(Path(path).name)} · loss {max(loss, 0.0):.3f} · predicted "
                                f"**{md(run.classes[pred])}**")
                     key = S.E_DECISION.format(hashlib.sha1(path.encode()).hexdigest()[:16])
                     if key not in st.session_state or st.session_state[key] not in options:
