@@ -21,11 +21,13 @@ from engine.runs import RunError, list_runs, load_run
 from engine.train import DIGITS_DEFAULTS, PHOTO_DEFAULTS
 from ui import state as S
 from ui import train_figs as F
+from ui.figures import ReadyFigure
 from ui import urlstate
 from ui.nav import ensure_app_navigation
 
 PAGE = "train"
-POLL_S = 0.5                     # seconds between redraws of a running job
+POLL_S = 0.5                     # seconds between redraws of the LR finder (a few seconds long)
+TRAIN_POLL_S = 1.0               # ... of a training run: each redraw takes CPU from training
 SOURCES = {"digits": "Handwritten digits (built in, offline)", "pets": "Oxford-IIIT Pet",
            "zip": "Upload a zip of class folders", "urls": "Image URLs per class",
            "folder": "A folder on the server"}
@@ -189,7 +191,7 @@ def data_section() -> None:
         return
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(F.counts_figure(counts["classes"], counts["train"], counts["valid"]),
+        st.plotly_chart(ReadyFigure(F.counts_figure(counts["classes"], counts["train"], counts["valid"])),
                         key="train.counts_fig")
         st.caption(f"{sum(counts['train']):,} training and {sum(counts['valid']):,} validation "
                    f"images in {len(counts['classes'])} classes"
@@ -439,7 +441,8 @@ def lr_section(job: J.Job | None) -> None:
     if not res:
         return
     chosen = float(S.get(S.T_LR))
-    st.plotly_chart(F.lr_find_figure(res["lrs"], res["losses"], res["suggestions"], chosen=chosen),
+    st.plotly_chart(ReadyFigure(F.lr_find_figure(res["lrs"], res["losses"], res["suggestions"],
+                                                chosen=chosen)),
                     key=S.T_LR_PICK, on_select=_on_pick_lr, selection_mode="points")
     sug = {k: v for k, v in res["suggestions"].items() if v}
     cols = st.columns(len(sug) or 1)
@@ -462,8 +465,8 @@ def lr_live() -> None:
     pts = [e for e in job.events() if e["kind"] == "lr_find"]
     stage = next((e["message"] for e in reversed(job.events()) if e["kind"] == "stage"), "")
     st.progress(job.progress, text=f"{stage}: step {len(pts)}" if pts else (stage or "Starting…"))
-    st.plotly_chart(F.lr_find_figure([p["lr"] for p in pts], [p["smooth_loss"] for p in pts],
-                                     running=True), key="train.lr_live_fig")
+    st.plotly_chart(ReadyFigure(F.lr_find_figure([p["lr"] for p in pts], [p["smooth_loss"] for p in pts],
+                                                 running=True)), key="train.lr_live_fig")
     st.button("Cancel", key="train.lr_cancel", on_click=runner().cancel,
               args=(job.id, S.owner_token()))
 
@@ -510,7 +513,7 @@ def train_section(job: J.Job | None) -> None:
             sched = schedule_for(method, nb)
             done = job_steps(job) if job is not None and job.meta.get("kind") == "train" else 0
             with st.expander("Learning-rate schedule", expanded=False):
-                st.plotly_chart(F.schedule_figure(sched[0], sched[1], nb, sched[2], done),
+                st.plotly_chart(ReadyFigure(F.schedule_figure(sched[0], sched[1], nb, sched[2], done)),
                                 key="train.sched_fig")
                 st.caption("One-cycle: the rate warms up from rate/25 to the peak, then anneals "
                            "to almost zero; momentum does the opposite.")
@@ -528,7 +531,7 @@ def train_section(job: J.Job | None) -> None:
         except ValueError as exc:
             st.error(str(exc))
     if job is not None and job.meta.get("kind") == "train" and job.is_active:
-        st.fragment(train_live, run_every=POLL_S)()
+        st.fragment(train_live, run_every=TRAIN_POLL_S)()
     elif (last := st.session_state.get(S.T_LAST_RESULT)) and last.get("kind") == "train":
         draw_training(last["epochs"], last["batches"], last.get("total_steps"),
                       last.get("total_epochs"), live=False)
@@ -597,9 +600,9 @@ def train_live() -> None:
 
 def draw_training(epochs: list, batches: list, total_steps, total_epochs, live: bool) -> None:
     a, b = st.columns(2)
-    a.plotly_chart(F.batch_loss_figure(batches, total_steps),
+    a.plotly_chart(ReadyFigure(F.batch_loss_figure(batches, total_steps)),
                    key="train.loss_fig_live" if live else "train.loss_fig")
-    b.plotly_chart(F.epoch_figure(epochs, total_epochs),
+    b.plotly_chart(ReadyFigure(F.epoch_figure(epochs, total_epochs)),
                    key="train.epoch_fig_live" if live else "train.epoch_fig")
     if epochs:
         st.dataframe(F.epoch_table(epochs), hide_index=True,

@@ -33,15 +33,19 @@ def lr_find_figure(lrs: Sequence[float], losses: Sequence[float],
     if suggestions and lrs:
         import numpy as np
         log_lrs = np.log(np.asarray(lrs, float))
+        # Rules that agree share one marker and one label (overlapping labels are unreadable).
+        merged: dict[float, list[str]] = {}
         for name, lr in suggestions.items():
-            if lr is None or not math.isfinite(lr) or lr <= 0:
-                continue
+            if lr is not None and math.isfinite(lr) and lr > 0:
+                merged.setdefault(float(f"{lr:.3g}"), []).append(name)
+        for lr, names in merged.items():
+            name = " = ".join(names)
             y = float(np.interp(math.log(lr), log_lrs, np.nan_to_num(np.asarray(losses, float),
                                                                       nan=max(ys or [0]))))
             data.append({"type": "scatter", "mode": "markers+text", "x": [lr], "y": [y],
                          "name": f"{name} {lr:.1e}", "text": [f"{name}<br>{lr:.1e}"],
                          "textposition": "top center",
-                         "marker": {"size": 13, "color": MARKER_COLOURS.get(name, GREY),
+                         "marker": {"size": 13, "color": MARKER_COLOURS.get(names[0], GREY),
                                     "line": {"width": 1, "color": "white"}},
                          "hovertemplate": f"{name}: lr %{{x:.2e}}<extra>click to use</extra>"})
     shapes = []
@@ -67,9 +71,9 @@ def lr_find_figure(lrs: Sequence[float], losses: Sequence[float],
 def batch_loss_figure(batches: Sequence[dict], total_steps: int | None = None) -> dict:
     """Training loss of every batch (faint) and its smoothed value, against the step."""
     steps = list(range(1, len(batches) + 1))
-    data = [{"type": "scattergl", "mode": "lines", "x": steps, "y": _finite([b["loss"] for b in batches]),
+    data = [{"type": "scatter", "mode": "lines", "x": steps, "y": _finite([b["loss"] for b in batches]),
              "name": "batch loss", "line": {"color": BLUE, "width": 1}, "opacity": 0.35},
-            {"type": "scattergl", "mode": "lines", "x": steps,
+            {"type": "scatter", "mode": "lines", "x": steps,
              "y": _finite([b["smooth_loss"] for b in batches]), "name": "smoothed",
              "line": {"color": BLUE, "width": 2.5}}]
     xaxis: dict = {"title": "step (batch)"}
