@@ -12,12 +12,17 @@ running a Learner in a job can draw the loss curve live:
   epoch      stage, epoch, train_loss (smoothed, as fastai prints), valid_loss, error_rate, accuracy, seconds
   fit_end    stage, cancelled
   lr_find    step, lr, loss, smooth_loss
+  precompute split, done, total (images whose body features are computed; precompute=True only)
+
+On CUDA, losses are read back once per `sync_every` batches (one synchronisation, then the batch
+events of that interval in order), so the GPU is never stalled per batch; on a CPU every batch.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -56,6 +61,7 @@ class TrainConfig:
     moms: tuple[float, float, float] = (0.95, 0.85, 0.95)  # Adam beta1 at start, peak-lr, end
     seed: int | None = 42            # seeds Python, NumPy and torch for a repeatable run; None: no seeding
     device: str | None = None        # "cuda", "mps" or "cpu"; None picks the fastest present
+    precompute: bool = False         # frozen epochs on cached body features (fine_tune, no augmentation)
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -86,6 +92,70 @@ def default_device(preferred: str | None = None) -> torch.device:
 
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+# ------------------------------------------------------------------- device-agnostic helpers
+# Small pure functions of the device, so the GPU code paths (autocast, channels_last, batch copies)
+# are the same code on every device and can be exercised on a CPU in tests.
+
+
+def amp_dtype_for(device: torch.device | str, *, bf16_supported: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype training uses on device: bf16 on CUDA (keeps float32's range, no loss
+    scaling), fp16 on CUDA GPUs without bf16 (with a GradScaler), None (float32) elsewhere.
+
+    CPU bf16 autocast is left off: on CPUs without native bf16 it is several times slower, and
+    measured on this project's 2-core machine it was slower even with avx512_bf16.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def autocast_for(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """torch.autocast on device's type with dtype, or a no-op when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def batch_to_device(xb: torch.Tensor, yb: torch.Tensor, device: torch.device | str, *,
+                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy a batch to device; non-blocking from pinned memory on CUDA (the copy overlaps the
+    previous step), and image batches (B, C, H, W) in channels_last when asked."""
+    device = torch.device(device)
+    nb = device.type == "cuda"
+    xb, yb = xb.to(device, non_blocking=nb), yb.to(device, non_blocking=nb)
+    if channels_last and xb.ndim == 4:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb, yb
+
+
+def physical_cores() -> int:
+    """CPU cores this process may run on, counting each physical core once (no SMT siblings)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+    seen = set()
+    for cpu in allowed:
+        try:
+            sib = open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read().strip()
+        except OSError:
+            sib = str(cpu)
+        seen.add(sib)
+    return max(1, len(seen))
+
+
+def set_cpu_threads(n: int | None = None, *, workers: int = 0) -> int:
+    """Set torch's intra-op threads to n, or to the physical cores minus loader worker processes
+    (more threads than cores only makes them wait on each other); returns the count set."""
+    n = n if n is not None else max(1, physical_cores() - max(0, int(workers)))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 def _cos(start: float | np.ndarray, end: float | np.ndarray, pos: float) -> Any:
@@ -293,7 +363,12 @@ class Learner:
     def __init__(self, model: nn.Module, dls: Any, *, loss_func: nn.Module | None = None,
                  device: str | torch.device | None = None, wd: float = 0.01,
                  seed: int | None = None, on_event: EventSink | None = None,
-                 should_stop: Callable[[], bool] | Any = None, smooth_beta: float = 0.98):
+                 should_stop: Callable[[], bool] | Any = None, smooth_beta: float = 0.98,
+                 mixed_precision: bool | None = None, channels_last: bool | None = None,
+                 sync_every: int | None = None):
+        """mixed_precision / channels_last: None = on for CUDA only (True forces them on any device,
+        e.g. to test the GPU path on a CPU); sync_every: batches per loss read-back (None: 1 on a
+        CPU, where reading costs nothing, 20 on a GPU)."""
         if seed is not None:
             seed_everything(seed)
         self.dls = dls
@@ -307,13 +382,26 @@ class Learner:
         self.cancelled = False
         self.history: list[dict[str, Any]] = []   # one row per finished epoch, all fits
         self.batch_log: list[dict[str, Any]] = []  # (step, lr, loss, smooth_loss) of the last fit
-        if self.device.type == "cuda":
-            # Tensor cores prefer NHWC; bf16 keeps float32's range, so no loss scaling is needed.
+        cuda = self.device.type == "cuda"
+        self.channels_last = cuda if channels_last is None else bool(channels_last)
+        if self.channels_last:
+            # Tensor cores (and oneDNN) prefer NHWC for convolutions.
             self.model = self.model.to(memory_format=torch.channels_last)
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if mixed_precision is None:
+            mixed_precision = cuda
+        if mixed_precision:
+            # On CUDA: bf16 where the GPU has it, else fp16; any other device: bf16 autocast.
+            self.amp_dtype = amp_dtype_for(self.device) if cuda else torch.bfloat16
         else:
             self.amp_dtype = None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.sync_every = max(1, int(sync_every)) if sync_every else (20 if cuda else 1)
+        if cuda:
+            # Fixed image sizes: let cuDNN time its algorithms once and keep the fastest.
+            torch.backends.cudnn.benchmark = True
+        elif self.device.type == "cpu" and torch.get_num_threads() > physical_cores():
+            set_cpu_threads()   # more threads than cores only makes them wait on each other
+        self._features: Any = None   # engine.precompute.FeatureCache of the last precompute
         self.opt = self._make_optimizer()
 
     # ------------------------------------------------------------------ optimiser and schedules
@@ -369,19 +457,14 @@ class Learner:
         return bool(s())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast_for(self.device, self.amp_dtype)
 
     def _to_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        nb = self.device.type == "cuda"
-        xb, yb = xb.to(self.device, non_blocking=nb), yb.to(self.device, non_blocking=nb)
-        if self.device.type == "cuda" and xb.ndim == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, yb
+        return batch_to_device(xb, yb, self.device, channels_last=self.channels_last)
 
-    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        """One optimiser step on one batch; returns the batch loss."""
+    def _train_step_async(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on one batch; returns the batch loss as a detached device tensor
+        (reading it back to Python would wait for the GPU to finish the step)."""
         xb, yb = self._to_device(xb, yb)
         with self._autocast():
             out = self.model(xb)
@@ -394,7 +477,11 @@ class Learner:
         else:
             loss.backward()
             self.opt.step()
-        return float(loss.detach())
+        return loss.detach()
+
+    def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """One optimiser step on one batch; returns the batch loss."""
+        return float(self._train_step_async(xb, yb))
 
     def _snapshot(self) -> dict[str, Any]:
         """Model, optimiser and scaler state, copied in memory."""
@@ -471,9 +558,17 @@ class Learner:
     # ------------------------------------------------------------------------------- LR finder
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100,
-                stop_div: bool = True, rules: Iterable[str] = SUGGESTION_RULES) -> LRFindResult:
+                stop_div: bool = True, rules: Iterable[str] = SUGGESTION_RULES, *,
+                precompute: bool = False) -> LRFindResult:
         """Train briefly with an exponentially growing LR, record the smoothed loss, then put the
-        model and optimiser back exactly as they were (from memory) and suggest learning rates."""
+        model and optimiser back exactly as they were (from memory) and suggest learning rates.
+
+        precompute=True (frozen body, no augmentation): on cached body features (engine.precompute).
+        """
+        if precompute:
+            from engine.precompute import on_features
+            with on_features(self):
+                return self.lr_find(start_lr, end_lr, num_it, stop_div, rules)
         n_steps = max(num_it, 6)
         if len(self.dls.train) == 0:
             raise TrainingError("The training set is empty, so the LR finder has nothing to learn from.")
@@ -514,11 +609,14 @@ class Learner:
     def fit_one_cycle(self, epochs: int, lr_max: float | slice = 1e-3, *, div: float = 25.0,
                       div_final: float = 1e5, pct_start: float = 0.25,
                       moms: Sequence[float] = (0.95, 0.85, 0.95), wd: float | None = None,
-                      stage: str = "train") -> list[dict[str, Any]]:
+                      stage: str = "train", precompute: bool = False) -> list[dict[str, Any]]:
         """Train for `epochs` with a one-cycle schedule; returns this fit's epoch rows.
 
         If a stop is requested, the model and optimiser go back to the end of the last finished
         epoch (or to the start), so what is kept always matches a row of the table.
+        precompute=True (frozen body, no augmentation; else TrainingError with the reason): the body's
+        features are computed once and only the head is trained on them: the same model as the long
+        way, many times faster (engine.precompute).
         """
         if epochs < 1:
             raise TrainingError("Train for at least one epoch.")
@@ -530,7 +628,14 @@ class Learner:
                 g["weight_decay"] = wd if g["decay"] else 0.0
         sched = one_cycle_schedule(epochs * n_batches, lr_max, div=div, div_final=div_final,
                                    pct_start=pct_start, moms=moms, n_groups=self.n_groups)
-        return self._fit(epochs, sched, stage, group_lrs(lr_max, self.n_groups))
+        peak = group_lrs(lr_max, self.n_groups)
+        if precompute:
+            from engine.precompute import on_features
+            with on_features(self):
+                rows = self._fit(epochs, sched, stage, peak)
+            self.model.train(False)
+            return rows
+        return self._fit(epochs, sched, stage, peak)
 
     def _fit(self, epochs: int, sched: Schedule, stage: str,
              peak: Sequence[float]) -> list[dict[str, Any]]:
@@ -540,7 +645,25 @@ class Learner:
         self._emit("fit_start", stage=stage, epochs=epochs, total_steps=len(sched),
                    lrs=[float(v) for v in peak])
         last_good = self._snapshot()
-        avg, n_seen, step = 0.0, 0, 0
+        avg, n_seen, step, smooth = 0.0, 0, 0, float("nan")
+        pending: list[tuple[int, torch.Tensor]] = []   # (step, loss on device) not yet read back
+
+        def flush(epoch: int) -> None:
+            # One read-back for the interval (a GPU synchronisation), then its events in order.
+            nonlocal avg, n_seen, smooth
+            if not pending:
+                return
+            losses = torch.stack([t for _, t in pending]).float().tolist()
+            for (st, _), loss in zip(pending, losses):
+                n_seen += 1
+                avg = self.smooth_beta * avg + (1 - self.smooth_beta) * loss
+                smooth = avg / (1 - self.smooth_beta ** n_seen)
+                rec = {"stage": stage, "epoch": epoch, "step": st, "lr": float(sched.lrs[st - 1, -1]),
+                       "loss": loss, "smooth_loss": smooth}
+                self.batch_log.append(rec)
+                self._emit("batch", **rec)
+            pending.clear()
+
         for epoch in range(epochs):
             t0 = time.perf_counter()
             self.model.train()
@@ -548,15 +671,11 @@ class Learner:
                 if self._stop_requested() or step >= len(sched):
                     break
                 self._set_hypers(sched.lrs[step], sched.moms[step])
-                loss = self._train_step(xb, yb)
+                pending.append((step + 1, self._train_step_async(xb, yb)))
                 step += 1
-                n_seen += 1
-                avg = self.smooth_beta * avg + (1 - self.smooth_beta) * loss
-                smooth = avg / (1 - self.smooth_beta ** n_seen)
-                rec = {"stage": stage, "epoch": epoch, "step": step, "lr": float(sched.lrs[step - 1, -1]),
-                       "loss": loss, "smooth_loss": smooth}
-                self.batch_log.append(rec)
-                self._emit("batch", **rec)
+                if len(pending) >= self.sync_every:
+                    flush(epoch)
+            flush(epoch)
             if self._stop_requested():
                 self.cancelled = True
                 self._restore(last_good)
@@ -585,14 +704,15 @@ class Learner:
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1,
                   lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
-                  **kwargs: Any) -> list[dict[str, Any]]:
+                  precompute: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
         """fastai's fine_tune: head only for freeze_epochs (one-cycle, pct_start 0.99), then every
-        layer for epochs with slice(base_lr/2/lr_mult, base_lr/2), pct_start 0.3, div 5."""
+        layer for epochs with slice(base_lr/2/lr_mult, base_lr/2), pct_start 0.3, div 5.
+        precompute=True runs the frozen epochs on cached body features."""
         rows: list[dict[str, Any]] = []
         if freeze_epochs > 0:
             self.freeze()
             rows += self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99,
-                                       stage="frozen", **kwargs)
+                                       stage="frozen", precompute=precompute, **kwargs)
             if self.cancelled:
                 return rows
         base_lr /= 2
@@ -605,7 +725,8 @@ class Learner:
         """Run what a TrainConfig describes (fine_tune or fit_one_cycle)."""
         kw = {"div_final": cfg.div_final, "moms": cfg.moms, "wd": cfg.wd}
         if cfg.fine_tune:
-            return self.fine_tune(cfg.epochs, base_lr=cfg.lr, freeze_epochs=cfg.freeze_epochs, **kw)
+            return self.fine_tune(cfg.epochs, base_lr=cfg.lr, freeze_epochs=cfg.freeze_epochs,
+                                  precompute=cfg.precompute, **kw)
         return self.fit_one_cycle(cfg.epochs, cfg.lr, div=cfg.div, pct_start=cfg.pct_start, **kw)
 
     # ---------------------------------------------------------------------------------- saving
@@ -629,4 +750,5 @@ class Learner:
 __all__ = ["TrainConfig", "TrainingError", "Learner", "LRFindResult", "Preds", "Schedule",
            "one_cycle_at", "one_cycle_schedule", "valley", "steep", "minimum", "slide", "suggest",
            "trim_for_suggestions", "SUGGESTION_RULES", "RULES", "seed_everything", "default_device",
-           "accuracy", "error_rate"]
+           "accuracy", "error_rate", "amp_dtype_for", "autocast_for", "batch_to_device",
+           "physical_cores", "set_cpu_threads"]
