@@ -137,5 +137,7 @@ def test_fine_tune_precomputes_only_its_frozen_epochs(folder):
     learn.on_event = lambda kind, **e: stages.append(kind if kind != "fit_start" else e["stage"])
     rows = learn.fine_tune(1, base_lr=1e-2, precompute=True)
     assert [r["stage"] for r in rows] == ["frozen", "unfrozen"]
-    assert stages.index("frozen") < stages.index("precompute") < stages.index("unfrozen")
+    # Features first (progress events), then the frozen fit on them, then the long way.
+    assert stages.index("precompute") < stages.index("frozen") < stages.index("unfrozen")
+    assert "precompute" not in stages[stages.index("unfrozen"):]
     assert not learn.model.frozen
