@@ -1,0 +1,87 @@
+"""The Train page in a real browser: live LR finder, picking a suggestion, one epoch with its
+table, a slider moved during training, Cancel, and two sessions sharing the queue."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.browser.conftest import wait_for_app_idle
+
+pytestmark = pytest.mark.browser
+
+
+def open_train(pg, app_url: str, query: str = "") -> None:
+    pg.goto(f"{app_url}/train{query}")
+    pg.get_by_role("button", name="Train", exact=True).wait_for(timeout=90_000)
+    wait_for_app_idle(pg, 60_000)
+
+
+def progress_text(pg) -> str:
+    loc = pg.locator('[data-testid="stProgress"]')
+    return loc.first.inner_text() if loc.count() else ""
+
+
+def percent(text: str) -> int:
+    m = re.search(r"(\d+)%", text)
+    return int(m.group(1)) if m else -1
+
+
+def test_lr_finder_live_pick_valley_and_train_one_epoch(page, app_url):
+    open_train(page, app_url, "?epochs=1")
+    page.get_by_role("button", name="Find a learning rate").click()
+    seen = set()
+    t0 = time.time()
+    while time.time() - t0 < 120 and not page.get_by_role("button", name=re.compile("^Use valley")).count():
+        m = re.search(r"step (\d+)", progress_text(page))
+        if m:
+            seen.add(int(m.group(1)))
+        time.sleep(0.2)
+    assert len(seen) >= 2, f"the live curve did not grow while running: {seen}"
+    valley = page.get_by_role("button", name=re.compile("^Use valley"))
+    lr_text = re.search(r"([\d.]+e-\d+)", valley.inner_text()).group(1)
+    valley.click()
+    wait_for_app_idle(page)
+    assert float(page.get_by_label("Learning rate").input_value()) == pytest.approx(float(lr_text),
+                                                                                    rel=0.05)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("5 · Coach").wait_for(timeout=120_000)
+    wait_for_app_idle(page)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)   # the epoch table
+    assert page.get_by_text("explore?run=").count() >= 1
+
+
+def test_slider_during_training_keeps_it_going_and_cancel_stops_it(page, app_url):
+    open_train(page, app_url, "?epochs=40")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("elapsed").wait_for(timeout=90_000)
+    before = percent(progress_text(page))
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("ArrowRight")
+    wait_for_app_idle(page)
+    time.sleep(3)
+    after = percent(progress_text(page))
+    assert after > before, (before, after)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.get_by_text("5 · Coach").wait_for(timeout=60_000)
+    assert page.get_by_text("Cancelled.", exact=False).count() >= 1 or \
+        page.get_by_text("No finished epoch yet").count() >= 1
+
+
+def test_two_sessions_queue_then_both_run(browser, app_url):
+    ctxs = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in ctxs]
+        for pg in pages:
+            pg.set_default_timeout(60_000)
+            open_train(pg, app_url, "?epochs=3")
+        for pg in pages:
+            pg.get_by_role("button", name="Train", exact=True).click()
+        pages[1].get_by_text(re.compile(r"position \d+ in the queue")).wait_for(timeout=60_000)
+        for pg in pages:
+            pg.get_by_text("5 · Coach").wait_for(timeout=180_000)
+    finally:
+        for c in ctxs:
+            c.close()
