@@ -38,13 +38,14 @@ def lr_find_figure(lrs: Sequence[float], losses: Sequence[float],
         for name, lr in suggestions.items():
             if lr is not None and math.isfinite(lr) and lr > 0:
                 merged.setdefault(float(f"{lr:.3g}"), []).append(name)
-        for lr, names in merged.items():
+        for k, (lr, names) in enumerate(sorted(merged.items())):
             name = " = ".join(names)
             y = float(np.interp(math.log(lr), log_lrs, np.nan_to_num(np.asarray(losses, float),
                                                                       nan=max(ys or [0]))))
             data.append({"type": "scatter", "mode": "markers+text", "x": [lr], "y": [y],
                          "name": f"{name} {lr:.1e}", "text": [f"{name}<br>{lr:.1e}"],
-                         "textposition": "top center",
+                         # neighbours alternate above and below so their labels do not collide
+                         "textposition": "top left" if k % 2 == 0 else "bottom right",
                          "marker": {"size": 13, "color": MARKER_COLOURS.get(names[0], GREY),
                                     "line": {"width": 1, "color": "white"}},
                          "hovertemplate": f"{name}: lr %{{x:.2e}}<extra>click to use</extra>"})
