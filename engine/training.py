@@ -366,9 +366,9 @@ class Learner:
                  should_stop: Callable[[], bool] | Any = None, smooth_beta: float = 0.98,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
                  sync_every: int | None = None):
-        """mixed_precision / channels_last: None = on for CUDA only (True forces them on any device,
-        e.g. to test the GPU path on a CPU); sync_every: batches per loss read-back (None: 1 on a
-        CPU, where reading costs nothing, 20 on a GPU)."""
+        """mixed_precision: None = on for CUDA only (True forces bf16 autocast on any device, e.g. to
+        test the GPU path on a CPU); channels_last: None = on for CUDA and CPU; sync_every: batches
+        per loss read-back (None: 1 on a CPU, where reading costs nothing, 20 on a GPU)."""
         if seed is not None:
             seed_everything(seed)
         self.dls = dls
@@ -383,9 +383,13 @@ class Learner:
         self.history: list[dict[str, Any]] = []   # one row per finished epoch, all fits
         self.batch_log: list[dict[str, Any]] = []  # (step, lr, loss, smooth_loss) of the last fit
         cuda = self.device.type == "cuda"
-        self.channels_last = cuda if channels_last is None else bool(channels_last)
+        if channels_last is None:
+            # Tensor cores and oneDNN's CPU convolutions both prefer NHWC: measured on the 2-core
+            # CPU, fwd+bwd of efficientnet_lite0 at 64 px 2.0x, resnet18 1.2x, simple_cnn at 32 px
+            # 1.2x, and never more than 5 % slower (resnet18 at 32 px). Apple MPS is left alone.
+            channels_last = self.device.type in ("cuda", "cpu")
+        self.channels_last = bool(channels_last)
         if self.channels_last:
-            # Tensor cores (and oneDNN) prefer NHWC for convolutions.
             self.model = self.model.to(memory_format=torch.channels_last)
         if mixed_precision is None:
             mixed_precision = cuda
