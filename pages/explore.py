@@ -21,6 +21,7 @@ from engine import interpret as I
 from engine.data import IMAGE_SUFFIXES, DataError
 from engine.images import ImageError, encode_jpeg, load_image, resize_to_fit
 from engine.models import CheckpointError
+from engine.paths import data_dir
 from engine.runs import RunError, list_runs, load_run, read_info
 from ui import state as S
 from ui import urlstate
@@ -401,6 +402,18 @@ def cleaner_items(run, root: Path, split: str, cls: int) -> list[tuple[str, floa
     return sorted(rows, key=lambda r: -r[1])
 
 
+def _private_data(root, owner: str) -> bool:
+    """Whether a data folder belongs to this browser session alone (its uploads, or its demo copy)."""
+    base = data_dir().resolve()
+    root = Path(root).resolve()
+    mine = [base / "sessions" / owner,
+            base / "explore-demo"]  # demo copies are named after a hash of the owner, checked below
+    if root.is_relative_to(mine[0]):
+        return True
+    prefix = f"digits-{hashlib.sha256(owner.encode()).hexdigest()[:10]}-"
+    return root.parent == mine[1] and root.name.startswith(prefix)
+
+
 def clean_section(run, owner: str, read_only: bool) -> None:
     st.write("Look at the images the model found hardest, class by class. Keep an image, delete it "
              "(it is moved to a quarantine folder, never erased) or move it to the class it really "
@@ -414,6 +427,11 @@ def clean_section(run, owner: str, read_only: bool) -> None:
     except CL.CleanError as exc:
         st.error(str(exc))
         return
+    if not read_only and not _private_data(root, owner):
+        read_only = True
+        st.info("This run was trained on a data set every user of this server shares, so it cannot "
+                "be cleaned here: a change would reach everyone. Upload your own copy as a zip on "
+                "the Train page (or make a demo run) to clean it.")
     msg = st.session_state.pop(S.E_CLEAN_MSG, None)
     if msg:
         (st.success if msg[0] == "success" else st.error)(msg[1])

@@ -28,6 +28,7 @@ from ui.nav import ensure_app_navigation
 PAGE = "train"
 POLL_S = 0.5                     # seconds between redraws of the LR finder (a few seconds long)
 TRAIN_POLL_S = 1.0               # ... of a training run: each redraw takes CPU from training
+CLEANED_LABEL = "Data cleaned in the Explorer"
 SOURCES = {"digits": "Handwritten digits (built in, offline)", "pets": "Oxford-IIIT Pet",
            "zip": "Upload a zip of class folders", "urls": "Image URLs per class",
            "folder": "A folder on the server"}
@@ -98,6 +99,30 @@ def init_state() -> None:
         st.session_state[S.T_URL_LOADED] = True
         for problem in urlstate.load(PAGE):
             st.warning(problem)
+    _apply_retrain()
+
+
+def _apply_retrain() -> None:
+    """Take over the settings the Explorer's “Retrain with the cleaned data” button handed over."""
+    spec = st.session_state.pop(S.E_RETRAIN, None)
+    if not spec:
+        return
+    for key, name in [(S.T_ARCH, "arch"), (S.T_PRETRAINED, "pretrained"), (S.T_SIZE, "size"),
+                      (S.T_BS, "bs"), (S.T_VALID_PCT, "valid_pct"), (S.T_SEED, "seed"),
+                      (S.T_EPOCHS, "epochs"), (S.T_LR, "lr"), (S.T_AUGMENT, "augment")]:
+        value = spec.get(name)
+        if value is None or (key == S.T_SIZE and value not in SIZES) or \
+                (key == S.T_BS and value not in BATCH_SIZES):
+            continue  # a value the widgets cannot show keeps the page's own
+        S.set_value(key, value)
+    if spec.get("method") in ("fit_one_cycle", "fine_tune"):
+        S.set_value(S.T_METHOD, spec["method"])
+    folder = spec.get("data_folder") or spec.get("folder")
+    if folder:
+        st.session_state[S.T_CLEANED] = {"folder": str(folder), "flip": bool(spec.get("flip", True)),
+                                         "name": f"{spec.get('data') or 'data'} (cleaned)",
+                                         "writable": True, "from_run": spec.get("from_run")}
+        S.set_value(S.T_SOURCE, "cleaned")
 
 
 def widget_keys() -> list[str]:
@@ -107,8 +132,9 @@ def widget_keys() -> list[str]:
 
 def _on_source() -> None:
     """A new source brings its own model defaults (digits: small CNN at 16 px; photos: pretrained)."""
-    for key, value in defaults(st.session_state[S.T_SOURCE]).items():
-        S.set_value(key, value)
+    if st.session_state[S.T_SOURCE] != "cleaned":  # a cleaned set keeps the settings it came with
+        for key, value in defaults(st.session_state[S.T_SOURCE]).items():
+            S.set_value(key, value)
     st.session_state.pop(S.T_DATASET, None)
     st.session_state.pop("train.verify", None)
 
@@ -155,10 +181,18 @@ def submit(kind: str, fn, spec, resource: str = "cpu") -> None:
 
 def data_section() -> None:
     st.subheader("1 · Data")
-    st.radio("Images to learn from", list(SOURCES), format_func=SOURCES.get, key=S.T_SOURCE,
-             horizontal=True, on_change=_on_source)
+    options = list(SOURCES) + (["cleaned"] if st.session_state.get(S.T_CLEANED) else [])
+    if S.get(S.T_SOURCE) not in options:
+        S.set_value(S.T_SOURCE, "digits")
+    st.radio("Images to learn from", options, format_func=lambda o: SOURCES.get(o, CLEANED_LABEL),
+             key=S.T_SOURCE, horizontal=True, on_change=_on_source)
     source = S.get(S.T_SOURCE)
-    if source == "digits":
+    if source == "cleaned":
+        cleaned = st.session_state[S.T_CLEANED]
+        st.caption(f"The data set you cleaned in the Explorer, with the settings of run "
+                   f"{cleaned.get('from_run') or ''}: train again to see whether cleaning helped.")
+        st.session_state[S.T_DATASET] = {k: cleaned[k] for k in ("folder", "name", "flip", "writable")}
+    elif source == "digits":
         st.caption("1,797 scanned handwritten digits, 8×8 pixels, ten classes 0–9 (from "
                    "scikit-learn). Ready at once, no internet needed.")
         st.session_state[S.T_DATASET] = {"folder": digits_path(), "name": "digits", "flip": False,

@@ -70,6 +70,7 @@ T_SEED = "train.seed"                  # seed of the split, the order and the we
 T_AUGMENT = "train.augment"            # bool: show_batch with augmentation
 T_ARCH = "train.arch"                  # architecture name (engine.models.ARCHS)
 T_PRETRAINED = "train.pretrained"      # bool
+T_CLEANED = "train.cleaned"            # data set handed over by the Explorer's retrain button
 T_SIZE = "train.size"                  # image side in pixels
 T_BS = "train.bs"                      # batch size
 T_LR = "train.lr"                      # learning rate used next (float)

@@ -15,8 +15,13 @@ OWNER = "owner-token-a"
 CLASSES = ("<em>red", "green", "blue")  # a folder name that looks like HTML
 
 
-def make_fake_run(data: Path, owner: str = OWNER, per_class: int = 10) -> tuple[str, Path]:
-    """A coloured-squares data set under data/shapes and a run trained on it; returns (id, folder)."""
+def make_fake_run(data: Path, owner: str = OWNER, per_class: int = 10,
+                  shared: bool = False) -> tuple[str, Path]:
+    """A coloured-squares data set and a run trained on it; returns (id, folder).
+
+    The data sit in the owner's own session folder (as uploads do), or, with shared=True, in a
+    folder every user of the server shares.
+    """
     import cv2
     import torch
 
@@ -25,7 +30,7 @@ def make_fake_run(data: Path, owner: str = OWNER, per_class: int = 10) -> tuple[
     from engine.runs import save_run
     from engine.training import Learner
 
-    folder = data / "shapes"
+    folder = data / "shapes" if shared else data / "sessions" / owner / "shapes"
     rng = np.random.default_rng(0)
     for c, name in enumerate(CLASSES):
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -49,16 +54,16 @@ def stored(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DLLAB_DATA", str(data))
     run_id, folder = make_fake_run(data)
-    yield run_id, folder
+    yield run_id, folder, data
     mp.undo()
 
 
 @pytest.fixture
 def env(stored, monkeypatch):
     from engine.paths import data_dir
-    run_id, folder = stored
-    monkeypatch.setenv("DLLAB_DATA", str(folder.parent))
-    assert data_dir() == folder.parent
+    run_id, folder, data = stored
+    monkeypatch.setenv("DLLAB_DATA", str(data))
+    assert data_dir() == data
     return run_id, folder
 
 
@@ -166,3 +171,13 @@ def test_predict_a_validation_image(env):
     shown = texts(at)
     assert "predicted in" in shown and "ms" in shown
     assert any(m.value.startswith("### ") and "%" in m.value for m in at.markdown)
+
+
+def test_a_run_on_shared_data_cannot_be_cleaned(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    run_id, folder = make_fake_run(tmp_path, shared=True, per_class=6)
+    before = files(folder)
+    at = app(query={"run": run_id})
+    assert any("every user of this server shares" in i.value for i in at.info)
+    assert at.button(key="explore.apply").disabled and at.button(key="explore.undo").disabled
+    assert files(folder) == before

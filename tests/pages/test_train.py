@@ -124,3 +124,21 @@ def test_unfreeze_without_a_run_is_a_sentence(at):
     at.button(key="train.start").click().run()
     assert any("train first" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_retrain_from_the_explorer_takes_its_data_and_settings(data_root):
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    folder = data_root / "folders" / "tiny"
+    app.session_state[S.E_RETRAIN] = {"arch": "simple_cnn", "pretrained": False, "size": 32,
+                                      "bs": 8, "valid_pct": 0.25, "seed": 7, "epochs": 3,
+                                      "lr": 3e-3, "method": "fit_one_cycle", "data": "tiny",
+                                      "data_folder": str(folder), "from_run": "x" * 22}
+    app.run()
+    assert not app.exception, app.exception
+    assert app.radio(key=S.T_SOURCE).value == "cleaned"
+    assert app.session_state[S.T_DATASET]["folder"] == str(folder)
+    assert app.session_state[S.T_SIZE] == 32 and app.session_state[S.T_SEED] == 7
+    assert app.session_state[S.T_EPOCHS] == 3
+    assert S.E_RETRAIN not in app.session_state        # taken over once, not on every rerun
+    app.radio(key=S.T_SOURCE).set_value("digits").run()
+    assert "digits" in app.session_state[S.T_DATASET]["folder"]
