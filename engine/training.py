@@ -438,7 +438,11 @@ class Learner:
                 if ps:
                     groups.append({"params": ps, "layer_group": i, "decay": decay,
                                    "weight_decay": self.wd if decay else 0.0})
-        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=self.wd)
+        # One fused kernel for all tensors of a group instead of a Python loop over every tensor:
+        # the optimiser step of a small head was a third of its training time on the CPU.
+        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
+        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=self.wd,
+                                 **fused)
 
     def _set_hypers(self, lrs: Sequence[float], mom: float | None = None) -> None:
         for g in self.opt.param_groups:
