@@ -670,18 +670,93 @@ def denormalize(x, mean: Sequence[float] = IMAGENET_MEAN,
 # Decoded-image cache and loaders
 
 
+class DecodeCache:
+    """Decoded, resized images kept between loader builds (the LR finder's job and the training job,
+    the cleaner's retrain, a page rerun), so a JPEG is decoded once per process, not once per build.
+
+    Keyed by (absolute path, size, file size, modification time in ns, inode): a file changed or
+    replaced on disk is decoded afresh. Least recently used entries go first once `max_bytes` is passed; safe to share
+    between job threads (one lock). Entries are read-only arrays, copied out by decode_items.
+    """
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+        import threading
+
+        self.max_bytes = int(max_bytes)
+        self._items: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(path: Path, size: int) -> tuple | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (str(Path(path).resolve()), int(size), st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def get(self, key: tuple | None) -> np.ndarray | None:
+        if key is None:
+            return None
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return arr
+
+    def put(self, key: tuple | None, arr: np.ndarray) -> None:
+        if key is None or arr.nbytes > self.max_bytes:
+            return
+        arr = np.array(arr, copy=True)
+        arr.flags.writeable = False
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._items[key] = arr
+            self.nbytes += arr.nbytes
+            while self.nbytes > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self.nbytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+#: The process's decode cache (DLLAB_DECODE_CACHE_MB, default 1024 MB; 0 turns it off).
+DECODE_CACHE = DecodeCache(int(float(os.environ.get("DLLAB_DECODE_CACHE_MB", "1024")) * 2**20))
+
+
 def decode_items(paths: Sequence[Path], size: int, *, progress: Progress | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, cache: DecodeCache | None = DECODE_CACHE):
     """Decode each file once (load_image rules) at size×size.
 
     Returns (uint8 tensor (N_ok, 3, size, size), indices into `paths` that decoded, [(path, reason)]
-    for those that did not). Threads share the work: Pillow and OpenCV release the GIL.
+    for those that did not). Threads share the work: Pillow and OpenCV release the GIL. Files
+    already in `cache` (same path, size and modification time) are not decoded again.
     """
     def one(path: Path):
+        key = DecodeCache.key(path, size) if cache is not None else None
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            return hit, None
         try:
-            return resize_crop(load_image(path), size), None               # (size, size, 3)
+            img = resize_crop(load_image(path), size)                       # (size, size, 3)
         except ImageError as exc:
             return None, str(exc)
+        if cache is not None:
+            cache.put(key, img)
+        return img, None
 
     n = len(paths)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
