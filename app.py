@@ -37,6 +37,19 @@ LESSON_PATH = [
 ]
 
 
+#: The lesson's ideas each page lets a learner touch, in the order the page meets them.
+CONCEPTS = {
+    "Kernel Playground": "a picture is numbers · a kernel · edge detectors · ReLU · layers · "
+                         "learned kernels",
+    "SGD": "a model is a function · loss · gradient · learning rate · mini-batch, SGD, epoch · "
+           "parameters vs architecture",
+    "Train": "transfer learning · validation set · LR finder · one-cycle · freeze / unfreeze and "
+             "discriminative rates · what goes wrong · your own data set",
+    "Explorer": "probabilities and argmax · error rate · confusion matrix · top losses · cleaning "
+                "data · inference on a CPU",
+}
+
+
 @st.cache_resource(show_spinner=False)
 def _device_future() -> Future:
     """Import torch, OpenCV and the samples once per server process, in the background."""
@@ -55,6 +68,7 @@ def home() -> None:
             else:
                 st.markdown(f"**{number}. {title}** — _not built yet_")
             st.write(text)
+            st.caption(f"Ideas: {CONCEPTS[title]}")
 
     st.subheader("This machine")
     # Poll only while torch is still loading; once it is, draw the panel without a timer.
