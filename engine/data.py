@@ -675,8 +675,11 @@ class DecodeCache:
     the cleaner's retrain, a page rerun), so a JPEG is decoded once per process, not once per build.
 
     Keyed by (absolute path, size, file size, modification time in ns, inode): a file changed or
-    replaced on disk is decoded afresh. Least recently used entries go first once `max_bytes` is passed; safe to share
-    between job threads (one lock). Entries are read-only arrays, copied out by decode_items.
+    replaced on disk is decoded afresh. Bounded by `max_bytes`: entries not used by the current
+    build go first, least recently used first; entries of the current build are never evicted for
+    one another. (Plain LRU would keep nothing useful for a data set a little larger than the
+    cache, since every build reads the files in the same order; this way a prefix stays.) Safe to
+    share between job threads (one lock). Entries are read-only arrays, copied out by decode_items.
     """
 
     def __init__(self, max_bytes: int):
@@ -684,8 +687,9 @@ class DecodeCache:
         import threading
 
         self.max_bytes = int(max_bytes)
-        self._items: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._items: "OrderedDict[tuple, tuple[np.ndarray, int]]" = OrderedDict()  # key -> (image, build)
         self._lock = threading.Lock()
+        self._builds = 0
         self.nbytes = 0
         self.hits = self.misses = 0
 
@@ -697,32 +701,44 @@ class DecodeCache:
             return None
         return (str(Path(path).resolve()), int(size), st.st_size, st.st_mtime_ns, st.st_ino)
 
-    def get(self, key: tuple | None) -> np.ndarray | None:
+    def new_build(self) -> int:
+        """A number for one loader build; its entries are protected from each other."""
+        with self._lock:
+            self._builds += 1
+            return self._builds
+
+    def get(self, key: tuple | None, build: int = 0) -> np.ndarray | None:
         if key is None:
             return None
         with self._lock:
-            arr = self._items.get(key)
-            if arr is None:
+            entry = self._items.get(key)
+            if entry is None:
                 self.misses += 1
                 return None
+            self._items[key] = (entry[0], max(entry[1], build))
             self._items.move_to_end(key)
             self.hits += 1
-            return arr
+            return entry[0]
 
-    def put(self, key: tuple | None, arr: np.ndarray) -> None:
+    def put(self, key: tuple | None, arr: np.ndarray, build: int = 0) -> bool:
+        """Keep arr under key; False when it does not fit without evicting this build's entries."""
         if key is None or arr.nbytes > self.max_bytes:
-            return
+            return False
         arr = np.array(arr, copy=True)
         arr.flags.writeable = False
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self.nbytes -= old.nbytes
-            self._items[key] = arr
-            self.nbytes += arr.nbytes
-            while self.nbytes > self.max_bytes and self._items:
-                _, dropped = self._items.popitem(last=False)
+                self.nbytes -= old[0].nbytes
+            while self.nbytes + arr.nbytes > self.max_bytes and self._items:
+                first = next(iter(self._items))
+                if self._items[first][1] >= build:
+                    return False      # everything left belongs to this build: keep the prefix
+                dropped, _ = self._items.pop(first)
                 self.nbytes -= dropped.nbytes
+            self._items[key] = (arr, build)
+            self.nbytes += arr.nbytes
+            return True
 
     def clear(self) -> None:
         with self._lock:
@@ -733,8 +749,15 @@ class DecodeCache:
         return len(self._items)
 
 
+def _cache_bytes() -> int:
+    try:
+        return int(float(os.environ.get("DLLAB_DECODE_CACHE_MB", "1024")) * 2**20)
+    except ValueError:
+        return 1024 * 2**20   # an unreadable setting must not stop the app
+
+
 #: The process's decode cache (DLLAB_DECODE_CACHE_MB, default 1024 MB; 0 turns it off).
-DECODE_CACHE = DecodeCache(int(float(os.environ.get("DLLAB_DECODE_CACHE_MB", "1024")) * 2**20))
+DECODE_CACHE = DecodeCache(_cache_bytes())
 
 
 def decode_items(paths: Sequence[Path], size: int, *, progress: Progress | None = None,
@@ -745,9 +768,11 @@ def decode_items(paths: Sequence[Path], size: int, *, progress: Progress | None 
     for those that did not). Threads share the work: Pillow and OpenCV release the GIL. Files
     already in `cache` (same path, size and modification time) are not decoded again.
     """
+    build = cache.new_build() if cache is not None else 0
+
     def one(path: Path):
         key = DecodeCache.key(path, size) if cache is not None else None
-        hit = cache.get(key) if cache is not None else None
+        hit = cache.get(key, build) if cache is not None else None
         if hit is not None:
             return hit, None
         try:
@@ -755,7 +780,7 @@ def decode_items(paths: Sequence[Path], size: int, *, progress: Progress | None 
         except ImageError as exc:
             return None, str(exc)
         if cache is not None:
-            cache.put(key, img)
+            cache.put(key, img, build)
         return img, None
 
     n = len(paths)

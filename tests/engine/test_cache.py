@@ -110,14 +110,30 @@ def test_a_second_build_reuses_the_cache_and_a_changed_file_is_decoded_afresh(fo
 
 def test_cache_entries_are_read_only_and_the_limit_holds(folder):
     cache = D.DecodeCache(max_bytes=3 * 16 * 16 * 3)             # room for three 16-px images
-    paths = sorted(folder.rglob("*.*"))[:5]
-    images, ok, bad = D.decode_items(paths, 16, cache=cache)
+    paths = sorted(folder.rglob("*.*"))
+    images, ok, bad = D.decode_items(paths[:5], 16, cache=cache, workers=1)
     assert ok == list(range(5)) and not bad
+    # One build never evicts its own entries: the first three stay (a prefix a rebuild can use).
     assert len(cache) == 3 and cache.nbytes <= cache.max_bytes
-    entry = cache.get(D.DecodeCache.key(paths[-1], 16))
-    assert entry is not None and not entry.flags.writeable
-    images[4].zero_()                                            # the caller's copy, not the entry
+    keys = [D.DecodeCache.key(p, 16) for p in paths]
+    assert all(cache.get(k) is not None for k in keys[:3]) and cache.get(keys[3]) is None
+    entry = cache.get(keys[0])
+    assert not entry.flags.writeable
+    images[0].zero_()                                            # the caller's copy, not the entry
     assert entry.any()
-    assert cache.get(D.DecodeCache.key(paths[0], 16)) is None   # least recently used went first
-    off, _, _ = D.decode_items(paths, 16, cache=None)
-    assert torch.equal(off[:4], images[:4])
+    # A later build evicts what earlier builds left, least recently used first.
+    cache.get(keys[2])
+    D.decode_items(paths[5:7], 16, cache=cache, workers=1)
+    assert cache.get(keys[2]) is not None and cache.get(keys[5]) is not None
+    assert cache.get(keys[0]) is None and cache.get(keys[1]) is None
+    off, _, _ = D.decode_items(paths[:5], 16, cache=None)
+    assert torch.equal(off[1:], images[1:])
+
+
+def test_a_data_set_larger_than_the_cache_still_hits_on_a_rebuild(folder, monkeypatch):
+    paths = sorted(folder.rglob("*.*"))
+    cache = D.DecodeCache(max_bytes=10 * 16 * 16 * 3)            # 10 of the 18 images fit
+    D.decode_items(paths, 16, cache=cache, workers=1)
+    calls = _count_decodes(monkeypatch)
+    D.decode_items(paths, 16, cache=cache, workers=1)
+    assert len(calls) == len(paths) - 10                          # plain LRU would decode all 18
