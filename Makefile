@@ -5,10 +5,32 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test bench bench-deps chromium deps dev-deps clean
+.PHONY: run serve audit test bench bench-deps chromium deps dev-deps clean
 
 run: $(VENV)/.deps
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
+
+# Classroom server (HOSTING.md): listens on every network address of this machine, keeps data sets
+# and runs in DLLAB_DATA, and states the production settings on the command line so they hold
+# whatever a local config says. Students open http://<this machine>:$(PORT).
+DLLAB_DATA     ?= $(CURDIR)/data
+DLLAB_GPU_JOBS ?= 1
+DLLAB_CPU_JOBS ?= 1
+SESSION_TTL    ?= 120
+serve: $(VENV)/.deps
+	DLLAB_DATA="$(DLLAB_DATA)" DLLAB_GPU_JOBS=$(DLLAB_GPU_JOBS) DLLAB_CPU_JOBS=$(DLLAB_CPU_JOBS) \
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m streamlit run app.py \
+	  --server.address 0.0.0.0 --server.port $(PORT) --server.headless true \
+	  --server.fileWatcherType none --server.runOnSave false --server.maxUploadSize 50 \
+	  --server.enableXsrfProtection true --server.disconnectedSessionTTL $(SESSION_TTL) \
+	  --client.showErrorDetails none --client.toolbarMode minimal --browser.gatherUsageStats false
+
+# Known vulnerabilities in the pinned requirements (needs the network: pip-audit asks PyPI's JSON
+# API). Not part of `make test`/CI: see HOSTING.md, "Security audit".
+AUDIT := .venv-audit
+audit:
+	test -x $(AUDIT)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT) && $(AUDIT)/bin/pip install --quiet pip-audit==2.10.1; }
+	$(AUDIT)/bin/pip-audit --no-deps --disable-pip --progress-spinner off -r requirements.txt -r requirements-dev.txt
 
 test: $(VENV)/.dev-deps chromium
 	$(BIN)/python -m pytest -q
