@@ -187,6 +187,12 @@ def fastai_available() -> str | None:
     return None
 
 
+def fastai_version() -> str:
+    """fastai's version as installed in bench/.fastai-pkgs (read from its metadata, no import)."""
+    found = sorted(FASTAI_PKGS.glob("fastai-*.dist-info"))
+    return found[0].name[len("fastai-"):-len(".dist-info")] if found else "not installed"
+
+
 def _env(name: str, threads: int) -> dict:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
@@ -364,7 +370,8 @@ def run(repeat: int = 3) -> list[dict]:
     load = os.getloadavg()
     rows = [row("load average (1, 5, 15 min) at start", load[0], "",
                 note=f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores shared "
-                     f"with other work; torch {torch.__version__}, {threads} threads, CPU")]
+                     f"with other work; torch {torch.__version__}, {threads} threads, CPU; fastai "
+                     f"{fastai_version()} (bench/.fastai-pkgs, on the same torch)")]
     if missing:
         rows.append(row("fastai", float("nan"), "", note=f"not measured: {missing}"))
     with tempfile.TemporaryDirectory() as tmp:
