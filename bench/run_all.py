@@ -43,6 +43,27 @@ def machine() -> list[str]:
             ", ".join(f"{k} {v}" for k, v in library_versions().items())]
 
 
+EARLIER = "_(kept from an earlier run of the suite: not measured in the run dated above)_"
+
+
+def _kept_sections(rerun: set[str]) -> list[str]:
+    """Sections of the existing BENCHMARKS.md for modules not measured in this run, marked as such."""
+    path = HERE.parent / "BENCHMARKS.md"
+    if not path.exists():
+        return []
+    sections: list[list[str]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            sections.append([line])
+        elif sections and line != EARLIER:
+            sections[-1].append(line)
+    kept = []
+    for sec in sections:
+        if sec[0][3:].strip() not in rerun:
+            kept += [sec[0], "", EARLIER] + sec[1:]
+    return kept
+
+
 def main(names: list[str]) -> int:
     modules = names or sorted(p.stem for p in HERE.glob("bench_*.py"))
     lines = ["# Benchmarks", "", "Written by `make bench` (`python -m bench.run_all`). Each value is a "
@@ -64,6 +85,8 @@ def main(names: list[str]) -> int:
             lines.append(f"| {r['name']} | {_fmt(r['value'])} | {r.get('unit', '')} | {ratio} | "
                          f"{r.get('baseline', '')} | {r.get('target', '')} | {r.get('note', '')} |")
         lines.append("")
+    if names:  # a partial run keeps the other modules' sections from the last full run
+        lines += _kept_sections(set(modules))
     (HERE.parent / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote BENCHMARKS.md ({len(modules)} modules, {failed} failed)")
     return 1 if failed else 0
