@@ -59,8 +59,11 @@ def _kept_sections(rerun: set[str]) -> list[str]:
             sections[-1].append(line)
     kept = []
     for sec in sections:
+        body = sec[1:]
+        while body and not body[0].strip():
+            body.pop(0)
         if sec[0][3:].strip() not in rerun:
-            kept += [sec[0], "", EARLIER] + sec[1:]
+            kept += [sec[0], "", EARLIER, ""] + body
     return kept
 
 
