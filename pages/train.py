@@ -396,14 +396,23 @@ def download_panel(job: J.Job | None) -> None:
     st.fragment(download_live, run_every=POLL_S)()
 
 
-def download_live() -> None:
+def _watched_job() -> J.Job | None:
+    """For a live fragment: the session's job, its queue position drawn; a finished job is taken
+    in and the whole page redrawn once (the fragment then stops polling)."""
     job = current_job()
     if job is None:
-        return
+        return None
     if not job.is_active:
         consume(job)
         st.rerun(scope="app")
     queued(job)
+    return job
+
+
+def download_live() -> None:
+    job = _watched_job()
+    if job is None:
+        return
     st.progress(job.progress, text=job.message or "Starting the download…")
     st.button("Cancel download", key="train.dl_cancel", on_click=runner().cancel,
               args=(job.id, S.owner_token()))
@@ -490,13 +499,9 @@ def lr_section(job: J.Job | None) -> None:
 
 
 def lr_live() -> None:
-    job = current_job()
+    job = _watched_job()
     if job is None:
         return
-    if not job.is_active:
-        consume(job)
-        st.rerun(scope="app")
-    queued(job)
     pts = [e for e in job.events() if e["kind"] == "lr_find"]
     stage = next((e["message"] for e in reversed(job.events()) if e["kind"] == "stage"), "")
     st.progress(job.progress, text=f"{stage}: step {len(pts)}" if pts else (stage or "Starting…"))
@@ -600,13 +605,9 @@ def job_steps(job: J.Job) -> int:
 
 
 def train_live() -> None:
-    job = current_job()
+    job = _watched_job()
     if job is None:
         return
-    if not job.is_active:
-        consume(job)
-        st.rerun(scope="app")
-    queued(job)
     events = job.events()
     batches = [e for e in events if e["kind"] == "batch"]
     epochs = [e for e in events if e["kind"] == "epoch"]
