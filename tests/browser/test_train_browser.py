@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import wait_for_app_idle
 
@@ -19,8 +20,11 @@ def open_train(pg, app_url: str, query: str = "") -> None:
 
 
 def progress_text(pg) -> str:
-    loc = pg.locator('[data-testid="stProgress"]')
-    return loc.first.inner_text() if loc.count() else ""
+    """The progress bar's text, or "" — the bar can vanish between finding and reading it."""
+    try:
+        return pg.locator('[data-testid="stProgress"]').first.inner_text(timeout=1_000)
+    except PlaywrightError:
+        return ""
 
 
 def percent(text: str) -> int:

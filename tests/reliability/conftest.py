@@ -1,13 +1,12 @@
 """Fixtures of the reliability tests: one real `streamlit run` on 127.0.0.1 with its own data folder.
 
-The browser fixtures (Chromium, a page per test, screenshots on failure) are the browser tests' own.
+The browser fixtures (Chromium, a page per test, screenshots on failure) are in tests/conftest.py.
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import (ARTIFACTS, browser, free_port, page,  # noqa: F401 (fixtures)
-                                    pytest_runtest_makereport, start_streamlit, stop, wait_healthy)
+from tests.browser.conftest import ARTIFACTS, free_port, start_streamlit, stop, wait_healthy
 
 
 @pytest.fixture(scope="module")

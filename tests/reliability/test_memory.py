@@ -24,10 +24,12 @@ from ui import state as S
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 SESSIONS = 50
 WARM_UP = 2                       # untraced: imports and one-off module set-up
+SETTLE = 5                        # traced, but before the baseline: lazy one-off loads
 # Bytes. Measured on the 2-core dev machine: +8.6 MB after 50 sessions, most of it AppTest's own
 # per-instance compile of the page scripts (~100 KB a session; a real server compiles each page
-# once). A session leaking its photo alone would leave 44 MB or more.
-TOLERANCE = 16 * 2**20
+# once); in the full suite it has reached 18 MB. A session leaking its photo alone would leave 44 MB
+# or more, so 24 MB still catches that.
+TOLERANCE = 24 * 2**20
 pytestmark = pytest.mark.slow
 
 
@@ -64,6 +66,10 @@ def test_fifty_sessions_leave_the_heap_near_its_baseline():
         one_session(10_000 + i)
     tracemalloc.start()
     try:
+        # The first traced sessions still load lazily imported pieces (Plotly validators and the
+        # like, more or fewer depending on which tests ran before): they are the baseline's.
+        for i in range(SETTLE):
+            one_session(20_000 + i)
         base = heap()
         tracemalloc.reset_peak()
         photo_bytes = sum(one_session(i) for i in range(SESSIONS))
