@@ -6,16 +6,11 @@ device check runs on a background thread and is drawn when it is ready.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
-# Before anything imports torch: idle OpenMP threads sleep instead of spinning, which otherwise
-# slows training several-fold when the machine's few cores are shared (measured: 15 s -> 116 s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import streamlit as st
 
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
-
-import streamlit as st  # noqa: E402
-
-from engine.system import library_versions, warm_imports
+from engine.system import library_versions, warm_imports  # engine sets OMP_WAIT_POLICY first
 from ui import state as S
 
 st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
@@ -74,8 +69,8 @@ def home() -> None:
     # Poll only while torch is still loading; once it is, draw the panel without a timer.
     st.fragment(_device_panel, run_every=None if _device_future().done() else 1.0)()
     with st.expander("Library versions"):
-        st.table({"library": list(library_versions()),
-                  "version": list(library_versions().values())})
+        versions = library_versions()
+        st.table({"library": list(versions), "version": list(versions.values())})
 
 
 def _device_panel() -> None:

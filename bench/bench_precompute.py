@@ -18,8 +18,6 @@ from pathlib import Path
 
 from bench.common import print_rows, row
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as engine.train; see bench_training
-
 EPOCHS, LR, NUM_IT, SIZE = 3, 1e-2, 50, 96
 
 

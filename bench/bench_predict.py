@@ -9,13 +9,7 @@ Run: .venv/bin/python -m bench.bench_predict
 """
 from __future__ import annotations
 
-import os
-
-# As app.py sets it: idle torch threads sleep instead of spinning, which on a busy 2-core machine
-# turns ~180 ms waits into ~1 ms (set before torch is imported).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 from bench.common import median_time, print_rows, row
 

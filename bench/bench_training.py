@@ -16,10 +16,6 @@ from pathlib import Path
 
 from bench.common import print_rows, row
 
-# As engine.train does: spinning OpenMP threads distort timings on a shared CPU (no effect once
-# torch is loaded, e.g. under bench.run_all; both sides of each ratio run alike either way).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -12,18 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
-
-# On a CPU shared with other work, OpenMP threads that spin while they wait make training many
-# times slower (3 digit epochs: 25-50 s instead of under 2 s on 2 busy cores); passive waiting costs
-# nothing measurable. Only takes effect before torch is first imported, as it is here; a user's
-# own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: Per-data-set defaults: digits are 8×8 pixels, so a small CNN from scratch at 16 px wins on a CPU.
 DIGITS_DEFAULTS = {"arch": "simple_cnn", "size": 16, "bs": 64, "epochs": 10, "lr": 1e-2}

@@ -2,17 +2,15 @@
 fixtures every test directory uses."""
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 
-# As app.py does: idle OpenMP threads must not spin while tests share two cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import engine  # noqa: E402,F401  (before any test imports torch: it sets OMP_WAIT_POLICY)
 
 
 # Real-browser fixtures live here, not in tests/browser/, so that every test directory shares the one
