@@ -94,7 +94,9 @@ def main() -> None:
     for title, path, icon, _ in LESSON_PATH:
         if os.path.exists(path):
             pages.append(st.Page(path, title=title, icon=icon))
-    st.navigation(pages).run()
+    page = st.navigation(pages)
+    S.persist_owner_cookie()  # every page: a reload keeps this browser's jobs, uploads and runs
+    page.run()
 
 
 main()

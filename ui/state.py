@@ -134,6 +134,10 @@ def owner_token() -> str:
 
 
 OWNER_COOKIE = "dllab_owner"
+COOKIE_MAX_AGE = 30 * 24 * 3600         # seconds the owner cookie lasts
+COOKIE_MARK = "dllab-owner-cookie"      # id of an empty span that marks the cookie element
+COOKIE_HIDE_CSS = ("[data-testid='stElementContainer']:has(#" + COOKIE_MARK + ")"
+                   "{display: none}")
 
 
 def _well_formed(token: object) -> bool:
@@ -143,18 +147,26 @@ def _well_formed(token: object) -> bool:
 
 def persist_owner_cookie() -> None:
     """Keep the owner token in a browser cookie, so a reload (a new Streamlit session) finds the
-    same jobs, uploads and runs. Draws nothing visible; only once per session."""
+    same jobs, uploads and runs. app.py calls it on every run of every page.
+
+    st.context.cookies holds the cookies the browser sent when this session connected; while they
+    lack the token, every run sends a tiny script that sets it (SameSite=Strict, path=/, 30 days,
+    Secure over https). Sending it on each run, not once, matters: a run stopped by st.rerun()
+    before Streamlit flushed its messages drops them. React keeps an unchanged element, so the
+    script runs once per page load. Its element container is hidden (display: none), so it takes
+    no space either. The token matches [A-Za-z0-9_-]{22}, so it is safe inside the script.
+    """
     token = owner_token()
-    if st.session_state.get("session.cookie_set") == token:
-        return
     try:
         present = st.context.cookies.get(OWNER_COOKIE)
-    except Exception:  # no browser (AppTest): nothing to keep
-        present = token
-    if present != token:
-        st.html(f"<script>document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age=2592000; "
-                "SameSite=Strict';</script>", unsafe_allow_javascript=True, width=1)
-    st.session_state["session.cookie_set"] = token
+    except Exception:  # no browser context at all: nothing to keep
+        return
+    if present == token or not _well_formed(token):
+        return
+    st.html(f"<style>{COOKIE_HIDE_CSS}</style><span id='{COOKIE_MARK}'></span><script>"
+            f"document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age={COOKIE_MAX_AGE}; "
+            "SameSite=Strict' + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+            unsafe_allow_javascript=True)
 
 
 def keep_key(key: str) -> str:
