@@ -201,3 +201,35 @@ def test_resource_for():
     assert J.resource_for(None) == "cpu" and J.resource_for("cpu") == "cpu"
     assert J.resource_for("cuda") == "cuda:0" and J.resource_for(torch.device("cuda", 1)) == "cuda:1"
     assert J.resource_for(torch.device("cpu")) == "cpu" and J.resource_for("mps") == "mps"
+
+
+def test_unwatched_job_set_by_env_is_cancelled_and_frees_its_model(monkeypatch):
+    """Case 7 of issue 8, the last part: DLLAB_JOB_WATCH_S small, a job that holds a model and a
+    32 MB tensor and hands them back when it stops (as training does); nobody watches it. It is
+    cancelled after the timeout, and once it has ended nothing keeps its objects alive."""
+    import gc
+    import weakref
+
+    monkeypatch.setenv("DLLAB_JOB_WATCH_S", "0.3")
+    r = J.JobRunner(reap_every=0.05)
+    refs = []
+
+    def hold(ctx):
+        model = create_model("simple_cnn", 2, pretrained=False)
+        big = torch.zeros(8_000_000)                     # 32 MB
+        refs.extend([weakref.ref(model), weakref.ref(big)])
+        while not ctx.cancelled:
+            time.sleep(0.01)
+        return {"model": model, "big": big}
+
+    try:
+        t0 = time.monotonic()
+        job = r.submit("hold", hold, owner="gone")
+        assert job.wait(10) and job.status == J.CANCELLED
+        assert job.cancel_reason == J.CANCEL_UNWATCHED
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert job.result is None and len(refs) == 2
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None]   # model and tensor freed
+    finally:
+        r.shutdown(wait=10)
