@@ -170,8 +170,9 @@ def make_spec(**extra) -> TJ.TrainSpec:
         owner=S.owner_token(), **extra)
 
 
-def submit(kind: str, fn, spec, resource: str = "cpu") -> None:
-    job = runner().submit(kind, fn, spec, owner=S.owner_token(), resource=resource,
+def submit(kind: str, fn, *args, resource: str = "cpu") -> None:
+    """Queue fn(ctx, *args) as this session's job (a URL download passes two arguments)."""
+    job = runner().submit(kind, fn, *args, owner=S.owner_token(), resource=resource,
                           meta={"kind": kind})
     st.session_state[S.T_JOB] = job.id
 
