@@ -82,7 +82,7 @@ class Run:
     targets: np.ndarray              # (N,) int64 true class index
     losses: np.ndarray               # (N,) float32 cross-entropy per item
     items: list[tuple[str, int]]     # (N,) (file path as stored, label)
-    history: dict[str, Any]          # {"batches": [...], "epochs": [...], "lr_find": {...} | None}
+    history: dict[str, Any]          # {"batches", "epochs", "lr_find" | None, "precompute": {used, ...}}
     settings: dict[str, Any]
     checkpoint: Path = field(default=Path())
 

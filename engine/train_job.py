@@ -4,8 +4,11 @@ whether pretrained weights can be had). No streamlit here: the page only submits
 
 Events added to the Learner's own (see engine.training):
   stage       message              (loading data, building the model, saving)
+  note        message              (a sentence for the user, e.g. why precompute was not used)
   lr_found    lrs, losses, suggestions, stopped_early
   saved       run_id, status
+While body features are computed (precompute), job.message reads
+"Computing body features: 640 / 1438" (training and validation images together).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class TrainSpec:
     valid_pct: float = 0.2             # validation share when the folder has no valid/
     seed: int = 42                     # split, shuffle order and initial weights
     augment: bool = True               # training augmentation
+    precompute: bool = False           # frozen-body epochs (and the LR finder) on cached body features
     method: str = "fit_one_cycle"      # fit_one_cycle | fine_tune | unfreeze (slice(lr_lo, lr))
     epochs: int = 10
     freeze_epochs: int = 1             # fine_tune's head-only epochs
@@ -60,6 +64,65 @@ def data_config(spec: TrainSpec) -> Any:
     from engine.data import DataConfig
     return DataConfig(size=spec.size, bs=spec.bs, valid_pct=spec.valid_pct, seed=spec.seed,
                       augment=spec.augment, flip=spec.flip)
+
+
+def precompute_reason(spec: TrainSpec) -> str | None:
+    """Why precompute cannot apply to these settings, as a sentence; None when it can.
+
+    A cheap rule on the settings alone (no Learner is built), mirroring engine.precompute.why_not
+    for the Learner that _prepare would make: precompute needs a pretrained body that stays frozen
+    for at least one stage, and training images that are not augmented.
+    """
+    from engine.models import PRETRAINED_ARCHS
+    if spec.method == "unfreeze":
+        return ("Unfreezing trains every layer, so the body's features change at every step: "
+                "precompute only helps while the body is frozen.")
+    if spec.arch not in PRETRAINED_ARCHS:
+        return (f"{spec.arch} has no pretrained body: every layer learns from random weights, so "
+                "there are no fixed body features to compute once.")
+    if not spec.pretrained:
+        return ("Without pretrained weights every layer trains, so there are no fixed body "
+                "features to compute once. Tick “pretrained” to use precompute.")
+    if spec.augment:
+        return ("Precompute needs augmentation off: with it the body sees a different version of "
+                "each image every epoch. Turn augmentation off in section 1 to use it.")
+    if spec.method == "fine_tune" and spec.freeze_epochs < 1:
+        return ("fine_tune with 0 frozen epochs never freezes the body, so there is nothing to "
+                "precompute: give it at least one frozen epoch.")
+    return None
+
+
+def _precompute_setup(ctx: Any, learn: Any, spec: TrainSpec) -> dict:
+    """When spec asks for precompute: check it applies and compute the body features now (the fit
+    or LR finder then reuses them). If it does not apply, say why in a note event and go the long
+    way. Returns what the run's history records: requested, used, reason, seconds."""
+    from engine.precompute import precompute_features, why_not
+
+    record = {"requested": bool(spec.precompute), "used": False, "reason": None, "seconds": None}
+    if not spec.precompute:
+        return record
+    reason = precompute_reason(spec)
+    if reason is None:
+        if spec.method == "fine_tune" and not getattr(learn.model, "frozen", False):
+            learn.freeze()   # fine_tune's first stage (it freezes again itself, which is harmless)
+        reason = why_not(learn)
+    if reason is not None:
+        record["reason"] = reason
+        ctx.emit("note", message=f"Precompute was not used, so this runs the long way: {reason}")
+        return record
+    ctx.emit("stage", message="Computing body features")
+    cache = precompute_features(learn)
+    record.update(used=True, seconds=round(cache.seconds, 3))
+    return record
+
+
+def _on_precompute_event(ctx: Any, learn: Any, e: dict, fraction: float) -> None:
+    """Progress of the feature computation as one count over training and validation images."""
+    n_train = len(learn.dls.train.dataset)
+    done = e["done"] + (n_train if e["split"] == "valid" else 0)
+    total = n_train + len(learn.dls.valid.dataset)
+    ctx.progress(fraction, f"Computing body features: {done:,} / {total:,}")
+    ctx.check_cancelled()   # a large data set takes a while: a cancel stops it here
 
 
 def _prepare(ctx: Any, spec: TrainSpec, *, for_lr_find: bool = False) -> Any:
@@ -106,12 +169,15 @@ def lr_find_job(ctx: Any, spec: TrainSpec) -> dict:
         ctx.emit(kind, **e)
         if kind == "lr_find":
             ctx.progress(e["step"] / n_it, f"step {e['step']} of {n_it}")
+        elif kind == "precompute":
+            _on_precompute_event(ctx, learn, e, 0.0)
 
     learn.on_event = on_event
+    pre = _precompute_setup(ctx, learn, spec)
     ctx.emit("stage", message="Finding a learning rate")
-    res = learn.lr_find(num_it=n_it)
+    res = learn.lr_find(num_it=n_it, precompute=pre["used"])
     out = {"kind": "lr_find", "lrs": res.lrs, "losses": res.losses, "suggestions": res.suggestions,
-           "stopped_early": res.stopped_early, "cancelled": learn.cancelled}
+           "stopped_early": res.stopped_early, "cancelled": learn.cancelled, "precompute": pre}
     ctx.emit("lr_found", **{k: v for k, v in out.items() if k != "kind"})
     return out
 
@@ -136,31 +202,37 @@ def train_job(ctx: Any, spec: TrainSpec) -> dict:
         elif kind == "batch":
             state["done"] += 1
             ctx.progress(state["done"] / max(total, 1), f"epoch {e['epoch'] + 1}")
+        elif kind == "precompute":
+            _on_precompute_event(ctx, learn, e, state["done"] / max(total, 1))
 
     learn.on_event = on_event
-    ctx.emit("stage", message="Training")
     t_start = time.perf_counter()
+    pre = _precompute_setup(ctx, learn, spec)
+    used = pre["used"]
+    ctx.emit("stage", message="Training" + (" the head on the cached features" if used else ""))
     if spec.method == "fine_tune":
-        learn.fine_tune(spec.epochs, base_lr=spec.lr, freeze_epochs=spec.freeze_epochs)
+        learn.fine_tune(spec.epochs, base_lr=spec.lr, freeze_epochs=spec.freeze_epochs,
+                        precompute=used)
     elif spec.method == "unfreeze":
         learn.fit_one_cycle(spec.epochs, slice(spec.lr_lo, spec.lr))
     else:
-        learn.fit_one_cycle(spec.epochs, spec.lr)
+        learn.fit_one_cycle(spec.epochs, spec.lr, precompute=used)
     seconds = time.perf_counter() - t_start
     batches = [e for e in ctx.job.events() if e["kind"] == "batch"]
     epochs = list(learn.history)
     status = "cancelled" if learn.cancelled else "done"
     out = {"kind": "train", "epochs": epochs, "batches": batches, "cancelled": learn.cancelled,
            "run_id": None, "seconds": seconds, "n_batches": n_batches,
-           "steps": len(batches)}
+           "steps": len(batches), "precompute": pre}
     if epochs and spec.owner:
         # Save even when cancelled: the Learner rolled back to the last finished epoch.
         ctx.emit("stage", message="Saving the run")
         settings = {k: v for k, v in asdict(spec).items() if k not in ("lr_find_result", "owner")}
         settings["device"] = learn.device.type
+        settings["precompute"] = pre["used"]     # what ran, not only what was asked for
         history = {"batches": [{k: b.get(k) for k in ("stage", "epoch", "step", "lr", "loss",
                                                        "smooth_loss")} for b in batches],
-                   "epochs": epochs, "lr_find": spec.lr_find_result}
+                   "epochs": epochs, "lr_find": spec.lr_find_result, "precompute": pre}
         info = save_run(learn, owner=spec.owner, data_name=spec.data_name, settings=settings,
                         history=history, status=status)
         out["run_id"] = info.id
@@ -202,6 +274,15 @@ def preview_batch(spec: TrainSpec, *, augment: bool, n: int = 16, seed: int = 0)
         tf = train_transforms(cfg) if augment else valid_transforms(cfg)
         x = tf(images)
     return grid_image(denormalize(x, cfg.mean, cfg.std), labels, ncols=8, tile=72)
+
+
+def live_message(events: list[dict], message: str, default: str) -> str:
+    """The progress text for a running job: while body features are being computed (its newest
+    event is a precompute one), the job's message ("Computing body features: 640 / 1438");
+    otherwise default."""
+    if events and events[-1]["kind"] == "precompute" and message:
+        return message
+    return default
 
 
 def batches_per_epoch(n_train: int, bs: int) -> int:
@@ -255,6 +336,6 @@ def eta(fraction: float, elapsed: float) -> float | None:
     return max(0.0, elapsed * (1 - fraction) / fraction)
 
 
-__all__ = ["TrainSpec", "METHODS", "lr_find_job", "train_job", "class_counts", "preview_batch",
-           "batches_per_epoch", "pretrained_cached", "can_download", "session_dir", "eta",
+__all__ = ["TrainSpec", "METHODS", "lr_find_job", "train_job", "precompute_reason", "class_counts", "preview_batch",
+           "batches_per_epoch", "live_message", "pretrained_cached", "can_download", "session_dir", "eta",
            "data_config"]
