@@ -36,6 +36,12 @@ SOURCES = {"digits": "Handwritten digits (built in, offline)", "pets": "Oxford-I
 METHOD_LABELS = {"fit_one_cycle": "fit_one_cycle (one-cycle schedule)",
                  "fine_tune": "fine_tune (head first, then all layers)",
                  "unfreeze": "unfreeze + slice(lo, hi) (continue the last run)"}
+PRECOMPUTE_LABEL = "Precompute body features (precompute=True)"
+PRECOMPUTE_HELP = ("Runs the frozen pretrained body once over every image and keeps what it "
+                   "outputs; the epochs then train only the head on those stored features. Same "
+                   "model as the long way, but seconds instead of minutes on a CPU. It only works "
+                   "while the body is frozen and augmentation is off: otherwise the body's output "
+                   "changes from epoch to epoch.")
 SIZES = (16, 28, 32, 64, 96, 128, 160, 192, 224)
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 
@@ -92,7 +98,6 @@ def defaults(source: str) -> dict:
 def init_state() -> None:
     for p in urlstate.table(PAGE):
         S.restore(p.key, p.default)
-    S.restore(S.T_AUGMENT, True)
     S.restore(S.T_FREEZE_EPOCHS, 1)
     S.restore(S.T_LR_LO, 1e-5)
     S.restore(S.T_PETS_LABELS, "species")
@@ -110,7 +115,8 @@ def _apply_retrain() -> None:
         return
     for key, name in [(S.T_ARCH, "arch"), (S.T_PRETRAINED, "pretrained"), (S.T_SIZE, "size"),
                       (S.T_BS, "bs"), (S.T_VALID_PCT, "valid_pct"), (S.T_SEED, "seed"),
-                      (S.T_EPOCHS, "epochs"), (S.T_LR, "lr"), (S.T_AUGMENT, "augment")]:
+                      (S.T_EPOCHS, "epochs"), (S.T_LR, "lr"), (S.T_AUGMENT, "augment"),
+                      (S.T_PRECOMPUTE, "precompute")]:
         value = spec.get(name)
         if value is None or (key == S.T_SIZE and value not in SIZES) or \
                 (key == S.T_BS and value not in BATCH_SIZES):
@@ -127,7 +133,7 @@ def _apply_retrain() -> None:
 
 
 def widget_keys() -> list[str]:
-    return [p.key for p in urlstate.table(PAGE)] + [S.T_AUGMENT, S.T_FREEZE_EPOCHS, S.T_LR_LO,
+    return [p.key for p in urlstate.table(PAGE)] + [S.T_FREEZE_EPOCHS, S.T_LR_LO,
                                                      S.T_PETS_LABELS, S.T_FOLDER]
 
 
@@ -156,18 +162,26 @@ def dataset() -> dict | None:
     return st.session_state.get(S.T_DATASET)
 
 
-def make_spec(**extra) -> TJ.TrainSpec:
-    ds = dataset()
+def make_spec(folder: str = "", data_name: str = "", flip: bool = False, **extra) -> TJ.TrainSpec:
+    """The settings as a TrainSpec; precompute only when the settings allow it (as the page shows)."""
     last = st.session_state.get(S.T_LAST_RESULT) or {}
-    return TJ.TrainSpec(
-        folder=ds["folder"], data_name=ds["name"], flip=ds["flip"], arch=S.get(S.T_ARCH),
+    spec = TJ.TrainSpec(
+        folder=folder, data_name=data_name, flip=flip, arch=S.get(S.T_ARCH),
         pretrained=bool(S.get(S.T_PRETRAINED)) and S.get(S.T_ARCH) in PRETRAINED_ARCHS,
         size=int(S.get(S.T_SIZE)), bs=int(S.get(S.T_BS)), valid_pct=float(S.get(S.T_VALID_PCT)),
-        seed=int(S.get(S.T_SEED)), augment=True, method=S.get(S.T_METHOD),
+        seed=int(S.get(S.T_SEED)), augment=bool(S.get(S.T_AUGMENT)), method=S.get(S.T_METHOD),
         epochs=int(S.get(S.T_EPOCHS)), freeze_epochs=int(S.get(S.T_FREEZE_EPOCHS)),
         lr=float(S.get(S.T_LR)), lr_lo=float(S.get(S.T_LR_LO)),
         start_from=last.get("run_id") if S.get(S.T_METHOD) == "unfreeze" else None,
         owner=S.owner_token(), **extra)
+    spec.precompute = bool(S.get(S.T_PRECOMPUTE)) and TJ.precompute_reason(spec) is None
+    return spec
+
+
+def job_spec(**extra) -> TJ.TrainSpec:
+    """make_spec for the chosen data set (the LR finder and Train buttons need one)."""
+    ds = dataset()
+    return make_spec(folder=ds["folder"], data_name=ds["name"], flip=ds["flip"], **extra)
 
 
 def submit(kind: str, fn, *args, resource: str = "cpu") -> None:
@@ -236,8 +250,11 @@ def data_section() -> None:
                       "the seed."))
     with right:
         verify_panel(ds)
-    st.toggle("Show the batch with augmentation (random rotation, zoom, lighting"
-              + (", flips" if ds["flip"] else "") + ")", key=S.T_AUGMENT)
+    st.toggle("Augment the training images (random rotation, zoom, lighting"
+              + (", flips" if ds["flip"] else "") + ")", key=S.T_AUGMENT,
+              help="Each epoch the model sees a new random variation of every training image, "
+                   "which helps it generalise; the batch below shows them as training will. "
+                   "Validation images are never augmented.")
     spec_key = (ds["folder"], int(S.get(S.T_SIZE)), float(S.get(S.T_VALID_PCT)),
                 int(S.get(S.T_SEED)), bool(ds["flip"]))
     try:
@@ -475,7 +492,7 @@ def lr_section(job: J.Job | None) -> None:
     if st.button("Find a learning rate", key="train.lr_find_btn", disabled=busy or dataset() is None,
                  type="primary"):
         try:
-            submit("lr_find", TJ.lr_find_job, make_spec())
+            submit("lr_find", TJ.lr_find_job, job_spec())
             st.rerun()
         except ValueError as exc:
             st.error(str(exc))
@@ -503,9 +520,13 @@ def lr_live() -> None:
     job = _watched_job()
     if job is None:
         return
-    pts = [e for e in job.events() if e["kind"] == "lr_find"]
-    stage = next((e["message"] for e in reversed(job.events()) if e["kind"] == "stage"), "")
-    st.progress(job.progress, text=f"{stage}: step {len(pts)}" if pts else (stage or "Starting…"))
+    events = job.events()
+    pts = [e for e in events if e["kind"] == "lr_find"]
+    stage = next((e["message"] for e in reversed(events) if e["kind"] == "stage"), "")
+    st.progress(job.progress, text=f"{stage}: step {len(pts)}" if pts else
+                TJ.live_message(events, job.message, stage or "Starting…"))
+    for note in job_notes(events):
+        st.info(note)
     st.plotly_chart(ReadyFigure(F.lr_find_figure([p["lr"] for p in pts], [p["smooth_loss"] for p in pts],
                                                  running=True)), key="train.lr_live_fig")
     st.button("Cancel", key="train.lr_cancel", on_click=runner().cancel,
@@ -545,6 +566,7 @@ def train_section(job: J.Job | None) -> None:
     elif S.get(S.T_PRETRAINED):
         st.caption("With pretrained weights, fit_one_cycle trains only the new head (the body "
                    "stays frozen), as in the lesson.")
+    precompute_setting()
     ds = dataset()
     if ds is not None:
         try:
@@ -563,7 +585,7 @@ def train_section(job: J.Job | None) -> None:
     busy = job is not None and job.is_active
     if st.button("Train", key="train.start", type="primary", disabled=busy or ds is None):
         try:
-            spec = make_spec(lr_find_result=st.session_state.get(S.T_LR_FIND))
+            spec = job_spec(lr_find_result=st.session_state.get(S.T_LR_FIND))
             if spec.method == "unfreeze" and not spec.start_from:
                 raise ValueError("Unfreezing continues a trained model: train first with "
                                  "fit_one_cycle or fine_tune.")
@@ -574,8 +596,32 @@ def train_section(job: J.Job | None) -> None:
     if job is not None and job.meta.get("kind") == "train" and job.is_active:
         st.fragment(train_live, run_every=TRAIN_POLL_S)()
     elif (last := st.session_state.get(S.T_LAST_RESULT)) and last.get("kind") == "train":
+        for note in last.get("notes") or []:
+            st.info(note)
+        pre = last.get("precompute") or {}
+        if pre.get("used"):
+            st.caption(f"The head trained on precomputed body features (computed once, in "
+                       f"{pre['seconds']:.1f} s).")
         draw_training(last["epochs"], last["batches"], last.get("total_steps"),
                       last.get("total_epochs"), live=False)
+
+
+def precompute_setting() -> None:
+    """The precompute checkbox; greyed, with the reason below it, when the settings rule it out."""
+    reason = TJ.precompute_reason(make_spec())
+    if reason is None:
+        st.checkbox(PRECOMPUTE_LABEL, key=S.T_PRECOMPUTE, help=PRECOMPUTE_HELP)
+    else:
+        # Drawn unticked under its own key; the learner's choice waits under keep: (ui.state) and
+        # comes back when precompute applies again. The widget's own value would go stale.
+        st.session_state.pop(S.T_PRECOMPUTE, None)
+        st.checkbox(PRECOMPUTE_LABEL, value=False, disabled=True, key="train.precompute_off",
+                    help=PRECOMPUTE_HELP)
+        st.caption(reason)
+
+
+def job_notes(events: list) -> list[str]:
+    return [e["message"] for e in events if e["kind"] == "note"]
 
 
 def schedule_for(method: str, nb: int):
@@ -619,7 +665,7 @@ def train_live() -> None:
     if job.status == J.RUNNING:
         first = next((e["time"] for e in events if e["kind"] == "fit_start"), None)
         frac = job.progress
-        text = stage
+        text = TJ.live_message(events, job.message, stage)
         if first is not None and batches:
             elapsed = time.time() - first
             left = TJ.eta(frac, elapsed)
@@ -629,6 +675,8 @@ def train_live() -> None:
                     f"{F.fmt_time(elapsed)} elapsed" + (f" · about {F.fmt_time(left)} left"
                                                        if left is not None else ""))
         st.progress(frac, text=text)
+    for note in job_notes(events):
+        st.info(note)
     st.button("Cancel", key="train.cancel", on_click=runner().cancel,
               args=(job.id, S.owner_token()), help="Stops before the next batch; the model goes "
               "back to the end of its last finished epoch, which is saved as a run.")
@@ -674,7 +722,8 @@ def consume(job: J.Job) -> None:
             "kind": "train", "job_id": job.id, "epochs": res["epochs"], "batches": res["batches"],
             "cancelled": res["cancelled"] or job.status == J.CANCELLED, "run_id": res.get("run_id"),
             "total_steps": sum(s["total_steps"] for s in starts) or None,
-            "total_epochs": sum(s["epochs"] for s in starts) or None, "seconds": res["seconds"]}
+            "total_epochs": sum(s["epochs"] for s in starts) or None, "seconds": res["seconds"],
+            "precompute": res.get("precompute"), "notes": job_notes(job.events())}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -718,7 +767,8 @@ def runs_section() -> None:
             st.session_state[S.T_LAST_RESULT] = {
                 "kind": "train", "job_id": None, "epochs": hist.get("epochs", []),
                 "batches": hist.get("batches", []), "cancelled": run.info.status == "cancelled",
-                "run_id": run.info.id, "total_steps": None, "total_epochs": None}
+                "run_id": run.info.id, "total_steps": None, "total_epochs": None,
+                "precompute": hist.get("precompute")}
             if hist.get("lr_find"):
                 st.session_state[S.T_LR_FIND] = hist["lr_find"]
             st.rerun()

@@ -125,9 +125,11 @@ def _train_table() -> list[Param]:
         Param("bs", S.T_BS, "int", 64, lo=1, hi=1024),
         Param("vp", S.T_VALID_PCT, "float", 0.2, lo=0.05, hi=0.5),
         Param("seed", S.T_SEED, "int", 42, lo=0, hi=2**31 - 1),
+        Param("aug", S.T_AUGMENT, "bool", True),
         Param("method", S.T_METHOD, "str", "fit_one_cycle", ("fit_one_cycle", "fine_tune", "unfreeze")),
         Param("epochs", S.T_EPOCHS, "int", 10, lo=1, hi=100),
         Param("lr", S.T_LR, "float", 1e-2, lo=1e-7, hi=10.0),
+        Param("pc", S.T_PRECOMPUTE, "bool", False),
     ]
 
 

@@ -91,3 +91,17 @@ def test_two_sessions_queue_then_both_run(browser, app_url):
     finally:
         for c in ctxs:
             c.close()
+
+
+def test_precompute_greyed_with_augmentation_then_used_from_a_link(page, app_url):
+    name = "Precompute body features (precompute=True)"
+    settings = "?arch=efficientnet_lite0&pre=1&size=32&method=fit_one_cycle&epochs=1"
+    open_train(page, app_url, settings + "&aug=1&pc=1")
+    box = page.get_by_role("checkbox", name=name)
+    assert box.is_disabled() and not box.is_checked()
+    assert page.get_by_text("Precompute needs augmentation off").count() == 1
+    open_train(page, app_url, settings + "&aug=0&pc=1")
+    box = page.get_by_role("checkbox", name=name)
+    assert box.is_enabled() and box.is_checked()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("The head trained on precomputed body features").wait_for(timeout=120_000)

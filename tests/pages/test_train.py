@@ -142,3 +142,73 @@ def test_retrain_from_the_explorer_takes_its_data_and_settings(data_root):
     assert S.E_RETRAIN not in app.session_state        # taken over once, not on every rerun
     app.radio(key=S.T_SOURCE).set_value("digits").run()
     assert "digits" in app.session_state[S.T_DATASET]["folder"]
+
+
+# ------------------------------------------------------------------------------ precompute
+
+PRECOMPUTE = "Precompute body features (precompute=True)"
+
+
+def use_tiny_pretrained(at: AppTest, augment: bool) -> None:
+    """The tiny set with EfficientNet-Lite0's bundled ImageNet weights (offline), 32 px."""
+    at.radio(key=S.T_SOURCE).set_value("folder").run()
+    at.selectbox(key=S.T_ARCH).set_value("efficientnet_lite0").run()
+    at.checkbox(key=S.T_PRETRAINED).check()
+    at.selectbox(key=S.T_SIZE).set_value(32)
+    at.selectbox(key=S.T_BS).set_value(8)
+    at.radio(key=S.T_METHOD).set_value("fit_one_cycle")
+    at.toggle(key=S.T_AUGMENT).set_value(augment)
+    at.run()
+    assert not at.exception and not at.error
+
+
+def greyed_precompute(at: AppTest) -> str:
+    """Asserts the checkbox is drawn greyed and unticked; returns the captions (the reason)."""
+    assert S.T_PRECOMPUTE not in [c.key for c in at.checkbox]
+    box = at.checkbox(key="train.precompute_off")
+    assert box.label == PRECOMPUTE and box.disabled and box.value is False
+    return " ".join(c.value for c in at.caption)
+
+
+def test_precompute_is_greyed_while_augmentation_is_on(at):
+    use_tiny_pretrained(at, augment=True)
+    assert "Precompute needs augmentation off" in greyed_precompute(at)
+
+
+def test_precompute_is_greyed_for_a_model_without_a_pretrained_body(at):
+    use_tiny(at)
+    at.toggle(key=S.T_AUGMENT).set_value(False).run()
+    assert "simple_cnn has no pretrained body" in greyed_precompute(at)
+
+
+def test_precompute_is_greyed_for_unfreeze(at):
+    use_tiny_pretrained(at, augment=False)
+    at.radio(key=S.T_METHOD).set_value("unfreeze").run()
+    assert "Unfreezing trains every layer" in greyed_precompute(at)
+
+
+def test_precompute_offered_for_a_frozen_pretrained_body_and_used_by_the_run(at):
+    from engine.runs import load_run
+
+    use_tiny_pretrained(at, augment=False)
+    box = at.checkbox(key=S.T_PRECOMPUTE)
+    assert box.label == PRECOMPUTE and not box.disabled and box.value is False
+    assert "train.precompute_off" not in [c.key for c in at.checkbox]
+    box.check().run()
+    # Augmentation back on greys it; off again, the learner's tick is still there.
+    at.toggle(key=S.T_AUGMENT).set_value(True).run()
+    greyed_precompute(at)
+    at.toggle(key=S.T_AUGMENT).set_value(False).run()
+    assert at.checkbox(key=S.T_PRECOMPUTE).value is True
+
+    at.number_input(key=S.T_EPOCHS).set_value(1)
+    at.number_input(key=S.T_LR).set_value(1e-2).run()
+    at.button(key="train.start").click().run()
+    wait_until(at, lambda a: (a.session_state[S.T_LAST_RESULT] or {}).get("kind") == "train"
+               if S.T_LAST_RESULT in a.session_state else False)
+    last = at.session_state[S.T_LAST_RESULT]
+    assert last["precompute"]["used"] is True and len(last["epochs"]) == 1
+    run = load_run(last["run_id"])
+    assert run.settings["precompute"] is True and run.settings["augment"] is False
+    assert any("precomputed body features" in c.value for c in at.caption)
+    assert not at.error
