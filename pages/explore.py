@@ -6,7 +6,6 @@ Thin page: engine.runs opens saved runs, engine.interpret / engine.cleaner / eng
 from __future__ import annotations
 
 import hashlib
-import html
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from engine.paths import data_dir
 from engine.runs import RunError, list_runs, load_run, read_info
 from ui import state as S
 from ui import urlstate
+from ui.figures import plotly_text, plotly_texts
 from ui.nav import ensure_app_navigation
 
 PAGE = "explore"
@@ -36,18 +36,13 @@ E_CAMS = "explore.cams"     # {(run, path, class): Grad-CAM map} computed this s
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 ENGINE_ERRORS = (RunError, CheckpointError, ImageError, CL.CleanError, I.InterpretError, DataError,
                  OSError)
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=&])")
 
 
 def md(text: object) -> str:
     """Text (file or class names) safe inside st.markdown: every markdown character escaped, so a
-    name such as <b>x</b> or **x** shows exactly as written."""
+    name such as <b>x</b>, **x** or &amp; shows exactly as written."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
-
-
-def label(text: object) -> str:
-    """Text safe inside Plotly labels, which understand a few HTML tags and entities."""
-    return html.escape(str(text))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -242,7 +237,7 @@ def cm_figure(cm: np.ndarray, classes: list[str], rows: bool) -> dict:
     n = len(classes)
     z = I.row_normalise(cm) if rows else cm.astype(float)
     text = [[f"{v:.0%}" if rows else f"{int(v)}" for v in r] for r in z]
-    names = [label(c) for c in classes]
+    names = plotly_texts(classes)
     heat = {"type": "heatmap", "z": z.tolist(), "x": list(range(n)), "y": list(range(n)),
             "text": text, "texttemplate": "%{text}" if n <= 20 else "", "colorscale": "Cividis",
             "reversescale": False, "showscale": True, "hoverinfo": "skip", "xgap": 1, "ygap": 1,
@@ -530,7 +525,7 @@ def _decode(data: bytes) -> np.ndarray:
 def prob_figure(classes: list[str], probs: np.ndarray) -> dict:
     order = np.argsort(-probs, kind="stable")[:15][::-1]
     return {"data": [{"type": "bar", "orientation": "h", "x": [float(probs[i]) for i in order],
-                      "y": [label(classes[i]) for i in order],
+                      "y": [plotly_text(classes[i]) for i in order],
                       "marker": {"color": ["#fde725" if i == order[-1] else "#3b496c" for i in order]},
                       "texttemplate": "%{x:.1%}", "textposition": "outside",
                       "hovertemplate": "%{y}: %{x:.2%}<extra></extra>"}],

@@ -10,6 +10,23 @@ BLUE_ORANGE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#f
                [1.0, "#b35806"]]
 
 
+def plotly_text(text: object) -> str:
+    """A name the user controls (class, file, data set), made safe for any Plotly text: axis tick
+    labels, hover text, `text`, titles.
+
+    Plotly reads a small HTML subset in every label (<b>, <i>, <br>, <sup>, <a href=…>, <span
+    style=…>) and drops tags it does not know, so the class "<b>cat</b>" would show as a bold
+    "cat" and "<img src=x>" as nothing. With <, > and & written as entities, which Plotly turns
+    back into characters after reading the tags, the name shows exactly as written. Quotes stay
+    as they are: outside a tag they mean nothing to Plotly, and it does not decode &quot;.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plotly_texts(texts: Sequence[object]) -> list[str]:
+    return [plotly_text(t) for t in texts]
+
+
 class ReadyFigure(go.Figure):
     """A figure already written as plain Plotly JSON.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from ui.figures import plotly_texts
+
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#888888"
 MARKER_COLOURS = {"valley": GREEN, "steep": ORANGE, "minimum": RED, "slide": "#9467bd"}
 FONT = {"size": 13}
@@ -133,10 +135,11 @@ def schedule_figure(lrs: Sequence[Sequence[float]], moms: Sequence[float], n_bat
 
 
 def counts_figure(classes: Sequence[str], train: Sequence[int], valid: Sequence[int]) -> dict:
-    """Images per class, training and validation stacked."""
-    return {"data": [{"type": "bar", "x": list(classes), "y": list(train), "name": "training",
+    """Images per class, training and validation stacked (class names shown as written)."""
+    names = plotly_texts(classes)
+    return {"data": [{"type": "bar", "x": names, "y": list(train), "name": "training",
                       "marker": {"color": BLUE}},
-                     {"type": "bar", "x": list(classes), "y": list(valid), "name": "validation",
+                     {"type": "bar", "x": names, "y": list(valid), "name": "validation",
                       "marker": {"color": ORANGE}}],
             "layout": _layout("Images per class", 300, barmode="stack",
                               xaxis={"title": "class", "type": "category"},
