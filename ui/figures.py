@@ -15,8 +15,8 @@ def plotly_text(text: object) -> str:
     labels, hover text, `text`, titles.
 
     Plotly reads a small HTML subset in every label (<b>, <i>, <br>, <sup>, <a href=…>, <span
-    style=…>) and drops tags it does not know, so the class "<b>cat</b>" would show as a bold
-    "cat" and "<img src=x>" as nothing. With <, > and & written as entities, which Plotly turns
+    style=…>) and decodes entities, so the class "<b>cat" would show as a bold "cat" and
+    "fish &amp; chips" as "fish & chips". With <, > and & written as entities, which Plotly turns
     back into characters after reading the tags, the name shows exactly as written. Quotes stay
     as they are: outside a tag they mean nothing to Plotly, and it does not decode &quot;.
     """

@@ -1,8 +1,8 @@
 """Case 4 of issue 8: class names, data-set names, file names and URLs that hold HTML or script show
 as the text they are, on the Train page and in the Explorer, charts included.
 
-Plotly reads a small HTML subset in labels and hover text (<b>, <i>, <br>, <a href>, …) and drops
-other tags, so names reach it through ui.figures.plotly_text. Markdown gets pages/explore.md.
+Plotly reads a small HTML subset in labels and hover text (<b>, <i>, <br>, <a href>, …) and
+decodes entities, so names reach it through ui.figures.plotly_text; markdown gets pages/explore.md.
 The AppTests check what the pages send; one Chromium test checks what the browser builds from it.
 (File names in an upload: tests/reliability/test_upload_endpoint.py.)
 """
