@@ -186,6 +186,28 @@ def test_batch_time_limit_stops_untried_urls(server, tmp_path):
     assert all("Not tried" in r for r in reasons[1:])
 
 
+def test_500_urls_at_once_end_in_a_summary(server, tmp_path):
+    """Case 19 of issue 8, the list size: 500 addresses in one go, half images (the same bytes, so
+    one is kept) and half text, then 500 slow ones under a one-second limit for the whole list."""
+    urls = [f"{server}/good.png?{i}" for i in range(250)] + [f"{server}/text.txt?{i}" for i in range(250)]
+    start = time.monotonic()
+    report = download_images(urls, tmp_path / "mixed", allow_hosts=ALLOW)
+    assert time.monotonic() - start < 60
+    assert (report.n_saved, report.n_failed) == (1, 499)
+    assert report.summary().startswith("1 image saved, 499 failed")
+    reasons = [r for _, r in report.failed]
+    assert sum("already saved" in r for r in reasons) == 249
+    assert sum("looks like text" in r for r in reasons) == 250
+
+    start = time.monotonic()
+    slow = download_images([f"{server}/slow?{i}" for i in range(500)], tmp_path / "slow",
+                           timeout=30, batch_timeout=1.0, allow_hosts=ALLOW)
+    assert time.monotonic() - start < 6
+    assert (slow.n_saved, slow.n_failed) == (0, 500)
+    assert sum("Not tried" in r for _, r in slow.failed) >= 500 - 8      # 8 workers were busy
+    assert slow.summary().startswith("0 images saved, 500 failed")
+
+
 def test_max_pics_takes_the_first_distinct_urls(server, tmp_path):
     urls = [f"{server}/good.png", f"{server}/good.png", "# a comment", "", f"{server}/good.jpg",
             f"{server}/text.txt"]
