@@ -25,15 +25,19 @@ serve: $(VENV)/.deps
 	  --server.enableXsrfProtection true --server.disconnectedSessionTTL $(SESSION_TTL) \
 	  --client.showErrorDetails none --client.toolbarMode minimal --browser.gatherUsageStats false
 
-# Known vulnerabilities in the pinned requirements (needs the network: pip-audit asks PyPI's JSON
-# API). Not part of `make test`/CI: see HOSTING.md, "Security audit".
+# pip-audit itself, for a machine that reaches its vulnerability services (PyPI's per-release JSON
+# or OSV); `make test` runs the dependency-free .ci/audit.py instead. See HOSTING.md, "Security audit".
 AUDIT := .venv-audit
 audit:
 	test -x $(AUDIT)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT) && $(AUDIT)/bin/pip install --quiet pip-audit==2.10.1; }
 	$(AUDIT)/bin/pip-audit --no-deps --disable-pip --progress-spinner off -r requirements.txt -r requirements-dev.txt
 
+# Every test, then the audit of the pinned requirements against PyPI's advisories (.ci/audit.py:
+# standard library only; a vulnerable pin fails the run, an unreachable index only warns).
 test: $(VENV)/.dev-deps chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; t=$$?; \
+	$(BIN)/python .ci/audit.py requirements.txt requirements-dev.txt; a=$$?; \
+	exit $$(( t || a ))
 
 bench: $(VENV)/.dev-deps chromium bench-deps
 	$(BIN)/python -m bench.run_all
