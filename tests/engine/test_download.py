@@ -240,6 +240,13 @@ def test_refused_addresses(url, words):
     assert words in str(err.value)
 
 
+def test_loopback_literal_is_refused_without_the_allow_list():
+    """The tests allow 127.0.0.1 for their own server; the app allows nothing."""
+    for url in ("http://127.0.0.1/x.png", "http://127.0.0.1:8501/_stcore/health"):
+        with pytest.raises(URLRefused, match="loopback"):
+            check_url(url)
+
+
 def test_allow_list_names_hosts_exactly():
     assert check_url("http://127.0.0.1:9/x", allow_hosts=["127.0.0.1"]).ip == "127.0.0.1"
     assert check_url("http://[::1]:9/x", allow_hosts=["::1"]).ip == "::1"
