@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import print_rows, row
+from bench.common import niced_chromium, print_rows, row
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -45,15 +45,6 @@ def baseline(folder: str, repeat: int) -> tuple[float, int]:
     return statistics.median(rates), n_train
 
 
-def _niced_chromium(folder: str) -> str:
-    """A wrapper that starts Chromium at the lowest CPU priority: the browser still draws every
-    update, but yields the cores to training, as a browser on another computer would."""
-    path = Path(folder) / "chromium-nice"
-    path.write_text('#!/bin/sh\nexec nice -n 19 /usr/bin/chromium "$@"\n')
-    path.chmod(0o755)
-    return str(path)
-
-
 def with_page(data_root: str, n_train: int, repeat: int, nice: bool = False) -> float:
     from playwright.sync_api import sync_playwright
 
@@ -67,7 +58,7 @@ def with_page(data_root: str, n_train: int, repeat: int, nice: bool = False) -> 
     try:
         wait_healthy(port, proc)
         with sync_playwright() as pw:
-            exe = _niced_chromium(data_root) if nice else "/usr/bin/chromium"
+            exe = niced_chromium(data_root) if nice else "/usr/bin/chromium"
             browser = pw.chromium.launch(executable_path=exe, headless=True,
                                          args=CHROMIUM_ARGS)
             for _ in range(repeat):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -30,3 +31,12 @@ def print_rows(rows: list[dict]) -> None:
         ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else ""
         print(f"{r['name']:<55} {r['value']:>12.4g} {r['unit']:<6} {ratio:>8}  {r.get('baseline', '')}"
               f"  {r.get('target', '')}  {r.get('note', '')}")
+
+
+def niced_chromium(folder: str | Path) -> str:
+    """A wrapper script that starts Chromium at the lowest CPU priority: the browser still draws every
+    update but yields the cores to the server, as browsers on the students' own computers would."""
+    path = Path(folder) / "chromium-nice"
+    path.write_text('#!/bin/sh\nexec nice -n 19 /usr/bin/chromium "$@"\n')
+    path.chmod(0o755)
+    return str(path)
