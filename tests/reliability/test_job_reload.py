@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from tests.browser.conftest import ROOT, wait_for_app_idle
 from ui import state as S
 
-OWNER = "dllab_owner"
+OWNER = S.OWNER_COOKIE
 
 
 def owner_cookie(context) -> dict | None:
