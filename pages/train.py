@@ -789,7 +789,6 @@ def main() -> None:
              "of images, the learning-rate finder and one-cycle training. Training runs in the "
              "background, so you can move sliders or switch pages while it works.")
     init_state()
-    S.persist_owner_cookie()
     job = current_job()
     if job is not None and not job.is_active:
         consume(job)   # it ended while nobody watched (another page, a reload)
