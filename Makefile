@@ -23,6 +23,7 @@ serve: $(VENV)/.deps
 	  --server.address 0.0.0.0 --server.port $(PORT) --server.headless true \
 	  --server.fileWatcherType none --server.runOnSave false --server.maxUploadSize 50 \
 	  --server.enableXsrfProtection true --server.disconnectedSessionTTL $(SESSION_TTL) \
+	  --runner.postScriptGC false \
 	  --client.showErrorDetails none --client.toolbarMode minimal --browser.gatherUsageStats false
 
 # pip-audit itself, for a machine that reaches its vulnerability services (PyPI's per-release JSON

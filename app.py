@@ -6,6 +6,7 @@ device check runs on a background thread and is drawn when it is ready.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
@@ -96,7 +97,17 @@ def main() -> None:
             pages.append(st.Page(path, title=title, icon=icon))
     page = st.navigation(pages)
     S.persist_owner_cookie()  # every page: a reload keeps this browser's jobs, uploads and runs
-    page.run()
+    timing_log = os.environ.get("DLLAB_TIMING_LOG")
+    if not timing_log:
+        page.run()
+        return
+    # Load tests: how long each run of a page's script takes inside the server (bench/load_test.py).
+    t0 = time.perf_counter()
+    try:
+        page.run()
+    finally:
+        with open(timing_log, "a") as f:
+            f.write(f"{time.time():.3f}\t{page.url_path or 'home'}\t{time.perf_counter() - t0:.4f}\n")
 
 
 main()
