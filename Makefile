@@ -19,7 +19,7 @@ DLLAB_CPU_JOBS ?= 1
 SESSION_TTL    ?= 120
 serve: $(VENV)/.deps
 	DLLAB_DATA="$(DLLAB_DATA)" DLLAB_GPU_JOBS=$(DLLAB_GPU_JOBS) DLLAB_CPU_JOBS=$(DLLAB_CPU_JOBS) \
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m streamlit run app.py \
+	OMP_WAIT_POLICY=PASSIVE MALLOC_ARENA_MAX=2 $(BIN)/python -m streamlit run app.py \
 	  --server.address 0.0.0.0 --server.port $(PORT) --server.headless true \
 	  --server.fileWatcherType none --server.runOnSave false --server.maxUploadSize 50 \
 	  --server.enableXsrfProtection true --server.disconnectedSessionTTL $(SESSION_TTL) \

@@ -276,7 +276,10 @@ def run(contexts: int = 30, edits: int = 3, think: tuple[float, float] = (2.0, 6
         port = free_port()
         timing = Path(tmp) / "script-times.tsv"
         proc = start_streamlit(port, {"STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(TTL_S),
-                                      "DLLAB_DATA": str(data), "DLLAB_TIMING_LOG": str(timing)})
+                                      "DLLAB_DATA": str(data), "DLLAB_TIMING_LOG": str(timing),
+                                      # as `make serve`: fewer malloc arenas for the session threads,
+                                      # so memory freed after the sessions can go back to the system
+                                      "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")})
         try:
             wait_healthy(port, proc)
             base = f"http://127.0.0.1:{port}"

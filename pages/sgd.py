@@ -321,8 +321,15 @@ def why_learning_rate() -> None:
              "bottom but lands a bit lower each time; above 1 every jump lands higher than the last "
              "and it flies off. The line fit has the same three regimes, with 2 ÷ (steepest "
              "curvature) in place of 1.")
-    st.plotly_chart(quadratic_figure(), key="sgd.quadratic", width="stretch",
+    st.plotly_chart(ReadyFigure(quadratic_figure_json()), key="sgd.quadratic", width="stretch",
                     config={"displaylogo": False})
+
+
+@st.cache_data(show_spinner=False, max_entries=1)
+def quadratic_figure_json() -> dict:
+    """quadratic_figure as plain JSON, built once per process: it never changes, and building it
+    through go objects cost ~40 % of an SGD page run (py-spy under the load test)."""
+    return quadratic_figure().to_plotly_json()
 
 
 def compare_section(x: np.ndarray, y: np.ndarray, data: dict, run: dict) -> None:
