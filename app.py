@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
-from engine.system import library_versions, warm_imports  # engine sets OMP_WAIT_POLICY first
+# engine is imported first: it sets OMP_WAIT_POLICY before anything loads torch
+from engine.system import library_versions, start_memory_trimmer, warm_imports
 from ui import state as S
 
 st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
@@ -50,6 +51,13 @@ CONCEPTS = {
 def _device_future() -> Future:
     """Import torch, OpenCV and the samples once per server process, in the background."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-imports").submit(warm_imports)
+
+
+@st.cache_resource(show_spinner=False)
+def _memory_trimmer() -> object:
+    """Once per server process: every minute, hand memory freed by closed sessions back to the
+    system (glibc keeps it otherwise; see engine.system.release_free_memory)."""
+    return start_memory_trimmer(60.0)
 
 
 def home() -> None:
@@ -91,6 +99,7 @@ def _device_panel() -> None:
 
 def main() -> None:
     _device_future()  # whichever page a visitor opens first, heavy imports start in the background
+    _memory_trimmer()
     pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
     for title, path, icon, _ in LESSON_PATH:
         if os.path.exists(path):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from importlib import metadata
 
 LIBRARIES = ("streamlit", "torch", "torchvision", "timm", "numpy", "pillow", "opencv-python-headless",
@@ -45,3 +47,38 @@ def warm_imports() -> dict[str, str]:
     import skimage.data  # noqa: F401
 
     return describe_device()
+
+
+def release_free_memory() -> bool:
+    """Hand memory the C allocator holds but no longer uses back to the system (glibc's
+    malloc_trim). Python frees a closed session's objects, but glibc keeps the pages in its arenas,
+    so a server's resident size stays up after a class leaves. False where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):   # musl, macOS, Windows: nothing to call
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
+def start_memory_trimmer(period_s: float = 60.0) -> threading.Thread | None:
+    """A daemon thread that calls release_free_memory() every period_s seconds; None (and no
+    thread) where the allocator cannot be trimmed. Start one per server process."""
+    if not release_free_memory():
+        return None
+
+    def loop() -> None:
+        while True:
+            time.sleep(period_s)
+            release_free_memory()
+
+    thread = threading.Thread(target=loop, name="dllab-memory-trim", daemon=True)
+    thread.start()
+    return thread
