@@ -359,8 +359,14 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def _sniff(head: bytes) -> str | None:
-    """A sentence naming a known non-safetensors format, or None."""
+def _sniff(head: bytes, size: int) -> str | None:
+    """A sentence naming a known non-safetensors format, or None. head: the first 9 bytes.
+
+    A safetensors file is recognised first (a little-endian u64 header length that fits the file,
+    then the JSON header's "{"): its first byte is the length's low byte, which is 0x80 for one
+    header length in 256, and must not be taken for a pickle's PROTO opcode."""
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return None
     if head[:1] == b"\x80":  # every pickle since protocol 2 starts with PROTO
         return "a Python pickle (an old-style .pth/.pkl file)"
     if head[:4] == b"PK\x03\x04":
@@ -377,8 +383,10 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"There is no checkpoint file at {path}.")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        kind = _sniff(head)
+        head = f.read(9)
+        kind = _sniff(head, size)
+        head = head[:8]
+        f.seek(8)
         if kind is not None:
             raise CheckpointError(
                 f"{path.name} is {kind}; loading it could run code, so the app only opens "

@@ -167,6 +167,27 @@ def test_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def test_a_header_length_whose_low_byte_is_0x80_is_still_safetensors(tmp_path):
+    # The file's first byte is the header length's low byte; for one length in 256 it equals a
+    # pickle's PROTO opcode (0x80). Such a checkpoint (it happened to a run whose data path had the
+    # right length) must load, not be refused as a pickle.
+    torch.manual_seed(0)
+    m = create_model("simple_cnn", 2, pretrained=False).eval()
+    for pad in range(0, 300):
+        path = save_checkpoint(tmp_path / f"m{pad}.safetensors", m,
+                               {"classes": ["a", "b"], "folder": "x" * pad})
+        if path.read_bytes()[0] == 0x80:             # the PROTO opcode a pickle starts with
+            break
+        path.unlink()
+    else:
+        pytest.fail("no padding gave a header length whose low byte is 0x80")
+    ck = load_checkpoint(path)
+    assert ck.classes == ["a", "b"] and M.read_checkpoint_meta(path)["folder"] == "x" * pad
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x), ck.model(x))
+
+
 def test_torch_zip_file_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, path)
