@@ -1,6 +1,7 @@
 """What the app runs on: library versions (read without importing them) and the compute device."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -53,19 +54,28 @@ def release_free_memory() -> bool:
     """Hand memory the C allocator holds but no longer uses back to the system (glibc's
     malloc_trim). Python frees a closed session's objects, but glibc keeps the pages in its arenas,
     so a server's resident size stays up after a class leaves. False where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    # Looked up once: find_library runs `ldconfig -p` in a subprocess on Linux.
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if not name:
-        return False
+        return None
     try:
         trim = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):   # musl, macOS, Windows: nothing to call
-        return False
+        return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
-    return True
+    return trim
 
 
 def start_memory_trimmer(period_s: float = 60.0) -> threading.Thread | None:

@@ -336,6 +336,6 @@ def eta(fraction: float, elapsed: float) -> float | None:
     return max(0.0, elapsed * (1 - fraction) / fraction)
 
 
-__all__ = ["TrainSpec", "METHODS", "lr_find_job", "train_job", "precompute_reason", "class_counts", "preview_batch",
-           "batches_per_epoch", "live_message", "pretrained_cached", "can_download", "session_dir", "eta",
-           "data_config"]
+__all__ = ["TrainSpec", "METHODS", "lr_find_job", "train_job", "precompute_reason", "class_counts",
+           "preview_batch", "batches_per_epoch", "live_message", "pretrained_cached", "can_download",
+           "session_dir", "eta", "data_config"]
