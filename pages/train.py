@@ -371,6 +371,7 @@ def urls_source() -> None:
             st.session_state[S.T_DATA_ERROR] = "Give at least two classes, each with a name and URLs."
         else:
             st.session_state.pop(S.T_DATA_ERROR, None)
+            st.session_state.pop(S.T_DL_REPORT, None)
             dest = TJ.session_dir(S.owner_token()) / "urls"
             submit("download", _urls_job, lists, dest, resource="io")
             st.rerun()
@@ -382,14 +383,33 @@ def urls_source() -> None:
 def _urls_job(ctx, lists: dict, dest: Path) -> dict:
     import re
     from engine.download import download_images
-    reports = []
+    reports, failed = [], []
     for k, (cls, urls) in enumerate(lists.items()):
         safe = re.sub(r"[^\w\- ]", "", cls).strip()[:40] or f"class{k}"
         ctx.progress(k / len(lists), f"Downloading {safe}")
-        reports.append(f"{safe}: " + download_images(urls, Path(dest) / safe).summary())
+        rep = download_images(urls, Path(dest) / safe)
+        reports.append(f"{safe}: " + rep.summary())
+        failed += [{"class": safe, "url": url, "reason": why} for url, why in rep.failed]
         ctx.check_cancelled()
     return {"kind": "download", "folder": str(dest), "name": "my images", "flip": True,
-            "writable": True, "report": reports}
+            "writable": True, "report": reports, "failed": failed}
+
+
+def download_report() -> None:
+    """The last URL download's summary per class and, on request, each failed address with its
+    reason. It stays, while the source is a URL list, until the next download (also when every
+    address failed and there is no data set to train on)."""
+    rep = st.session_state.get(S.T_DL_REPORT)
+    if not rep or S.get(S.T_SOURCE) != "urls":
+        return
+    for line in rep["lines"]:
+        st.caption(line)
+    failed = rep["failed"]
+    if failed:
+        # A data frame shows each cell as plain text, so an address holding markup stays inert.
+        with st.expander(f"Which {len(failed)} address{'es' * (len(failed) != 1)} failed, and why"):
+            st.dataframe({k: [f[k] for f in failed] for k in ("class", "url", "reason")},
+                         hide_index=True, key="train.dl_failed")
 
 
 def folder_source() -> None:
@@ -711,7 +731,8 @@ def consume(job: J.Job) -> None:
     if kind == "download" and job.status == J.DONE:
         st.session_state[S.T_DATASET] = {k: res[k] for k in ("folder", "name", "flip", "writable")}
         if res.get("report"):
-            st.session_state["train.dl_report"] = res["report"]
+            st.session_state[S.T_DL_REPORT] = {"lines": res["report"],
+                                               "failed": res.get("failed", [])}
     elif kind == "lr_find" and res.get("lrs"):
         st.session_state[S.T_LR_FIND] = {k: res[k] for k in ("lrs", "losses", "suggestions")}
         if res.get("suggestions", {}).get("valley"):
@@ -794,8 +815,7 @@ def main() -> None:
         consume(job)   # it ended while nobody watched (another page, a reload)
     data_section()
     download_panel(job)
-    for line in st.session_state.pop("train.dl_report", []) or []:
-        st.caption(line)
+    download_report()
     model_section()
     if st.session_state.get("train.job_error"):
         st.error(st.session_state["train.job_error"])

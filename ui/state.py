@@ -83,6 +83,7 @@ T_LR_PICK = "train.lr_pick"            # plotly selection widget of the LR-finde
 T_JOB = "train.job_id"                 # id of this session's current job (lasting, no widget)
 T_DATASET = "train.dataset"            # dict describing the prepared data set (lasting)
 T_DATA_ERROR = "train.data_error"      # last data error sentence
+T_DL_REPORT = "train.dl_report"        # last URL download: {"lines": [...], "failed": [{class, url, reason}]}
 T_URL_LOADED = "train.url_loaded"
 T_LAST_RESULT = "train.last_result"    # dict: last finished job's summary, for the coach and tables
 T_LR_FIND = "train.lr_find"            # last LR-finder result as a dict (lrs, losses, suggestions)

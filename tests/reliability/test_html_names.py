@@ -160,6 +160,16 @@ def test_url_lists_holding_html_give_a_plain_text_summary(data_root):
     everything = " ".join(str(e.value) for kind in ("markdown", "caption", "error", "warning", "info")
                           for e in at.get(kind))
     assert IMG not in everything and "<b>" not in everything
+    # Each failed address is listed with its reason, exactly as typed, in a data frame (plain text).
+    table = next(d.value for d in at.dataframe if list(d.value.columns) == ["class", "url", "reason"])
+    assert sorted(table["url"]) == sorted([f"http://127.0.0.1/{IMG}.png", "javascript:alert(1)",
+                                           "http://10.0.0.1/<b>bold</b>.png", "<b>bold</b>"])
+    assert sorted(table["class"]) == ["bboldb", "bboldb", "img srcx onerroralert1", "img srcx onerroralert1"]
+    assert all(isinstance(r, str) and len(r) > 10 for r in table["reason"])
+    assert any("private" in r or "loopback" in r or "local" in r for r in table["reason"]), list(table["reason"])
+    # The report stays while these images are the data set: another rerun still shows it.
+    at.run()
+    assert [c.value for c in at.caption if "failed" in c.value] == lines
 
 
 def test_explorer_shows_html_class_and_file_names_as_text(data_root):
