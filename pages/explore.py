@@ -77,9 +77,11 @@ WIDGETS = [S.E_CM_MODE, S.E_MIN_VAL, S.E_K, S.E_ORDER, S.E_CAM_ALPHA, S.E_CMAP, 
 
 
 def _describe(info, owner: str) -> str:
-    when = time.strftime("%d %b %H:%M", time.localtime(info.created))
+    # Seconds and the start of the id keep two runs with the same settings apart in the list.
+    when = time.strftime("%d %b %H:%M:%S", time.localtime(info.created))
     err = info.metrics.get("error_rate", float("nan"))
-    text = f"{info.data} · {info.arch} · {info.epochs} epoch{'s' * (info.epochs != 1)} · error rate {err:.1%} · {when}"
+    text = (f"{info.data} · {info.arch} · {info.epochs} epoch{'s' * (info.epochs != 1)} · "
+            f"error rate {err:.1%} · {when} · {info.id[:6]}")
     return text + ("" if info.owner == owner else " · shared with you (read-only)")
 
 

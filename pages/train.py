@@ -779,7 +779,7 @@ def runs_section() -> None:
                         format_func=lambda i: next(f"{time.strftime('%H:%M:%S', time.localtime(r.created))}"
                                                    f" · {r.data} · {r.arch} · error "
                                                    f"{r.metrics.get('error_rate', math.nan):.2%}"
-                                                   for r in runs if r.id == i))
+                                                   f" · {r.id[:6]}" for r in runs if r.id == i))
     c1, c2 = st.columns([1, 3])
     if c1.button("Reload this run", key="train.run_reload"):
         try:
