@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 # engine is imported first: it sets OMP_WAIT_POLICY before anything loads torch
-from engine.system import library_versions, start_memory_trimmer, warm_imports
+from engine.system import library_versions, start_memory_sweeper, warm_imports
 from ui import state as S
 
 st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
@@ -54,10 +54,26 @@ def _device_future() -> Future:
 
 
 @st.cache_resource(show_spinner=False)
-def _memory_trimmer() -> object:
-    """Once per server process: every minute, hand memory freed by closed sessions back to the
-    system (glibc keeps it otherwise; see engine.system.release_free_memory)."""
-    return start_memory_trimmer(60.0)
+def _memory_sweeper() -> object:
+    """Once per server process: every minute, free what closed sessions left and hand it back to
+    the system (engine.system.sweep_memory)."""
+    try:
+        period = max(1.0, float(os.environ.get("DLLAB_MEMORY_SWEEP_S") or 60))
+    except ValueError:    # a typo in the server's settings must not stop the app
+        period = 60.0
+    return start_memory_sweeper(period)
+
+
+@st.cache_resource(show_spinner=False)
+def _heap_probe(path: str) -> object:
+    """Memory tests only (DLLAB_HEAP_LOG): log the traced Python heap and the session count."""
+    from engine.system import start_heap_probe
+
+    def sessions() -> int:
+        from streamlit import runtime
+        return len(runtime.get_instance()._session_mgr.list_sessions())   # no public count
+
+    return start_heap_probe(path, sessions, frames=int(os.environ.get("DLLAB_HEAP_FRAMES") or 1))
 
 
 def home() -> None:
@@ -99,7 +115,9 @@ def _device_panel() -> None:
 
 def main() -> None:
     _device_future()  # whichever page a visitor opens first, heavy imports start in the background
-    _memory_trimmer()
+    _memory_sweeper()
+    if os.environ.get("DLLAB_HEAP_LOG"):
+        _heap_probe(os.environ["DLLAB_HEAP_LOG"])
     pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
     for title, path, icon, _ in LESSON_PATH:
         if os.path.exists(path):

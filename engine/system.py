@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from importlib import metadata
 
 LIBRARIES = ("streamlit", "torch", "torchvision", "timm", "numpy", "pillow", "opencv-python-headless",
@@ -78,17 +80,67 @@ def _malloc_trim():
     return trim
 
 
-def start_memory_trimmer(period_s: float = 60.0) -> threading.Thread | None:
-    """A daemon thread that calls release_free_memory() every period_s seconds; None (and no
-    thread) where the allocator cannot be trimmed. Start one per server process."""
-    if not release_free_memory():
-        return None
+def sweep_memory() -> bool:
+    """Free what closed sessions left behind, then hand it back to the system.
 
+    A session's page modules, their functions and its widgets form reference cycles, which only a
+    full garbage collection frees. Streamlit would collect after every script run, but that cost
+    half of a busy server's CPU, so the server turns it off (runner.postScriptGC) and sweeps here
+    instead: once a minute is enough for memory and costs about 0.2 s of one core. Returns whether
+    the allocator could also be trimmed (glibc only)."""
+    gc.collect()
+    return release_free_memory()
+
+
+def start_memory_sweeper(period_s: float = 60.0) -> threading.Thread:
+    """A daemon thread that calls sweep_memory() every period_s seconds. Start one per server
+    process (app.py does, with DLLAB_MEMORY_SWEEP_S or 60 s)."""
     def loop() -> None:
         while True:
             time.sleep(period_s)
-            release_free_memory()
+            sweep_memory()
 
-    thread = threading.Thread(target=loop, name="dllab-memory-trim", daemon=True)
+    thread = threading.Thread(target=loop, name="dllab-memory-sweep", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_heap_probe(path: str | os.PathLike, sessions: Callable[[], int | None],
+                     period_s: float = 0.5, frames: int = 1) -> threading.Thread:
+    """For memory tests of a running server: trace the Python heap (tracemalloc) and append one
+    JSON line {"t", "heap", "sessions", "full_gcs"} to `path` every period_s seconds; `sessions`
+    counts the server's sessions (None when unknown), `full_gcs` the full collections so far. Tracing slows every allocation, so only a test server
+    turns this on (app.py, DLLAB_HEAP_LOG). Nothing is collected here: what the server frees on
+    its own is what a reading shows.
+
+    To find what stays behind: create the file `<path>.ask`; the probe then writes a tracemalloc
+    snapshot to `<path>.<n>.snapshot` (n = 1, 2, …; compare two with Snapshot.compare_to) and
+    removes the .ask file. Tracebacks are `frames` deep (app.py: DLLAB_HEAP_FRAMES, default 1)."""
+    import json
+    import tracemalloc
+    from pathlib import Path
+
+    tracemalloc.start(frames)    # more frames per allocation show more of who allocated
+    ask = Path(f"{path}.ask")
+
+    def loop() -> None:
+        taken = 0
+        while True:
+            try:
+                count = sessions()
+            except Exception:   # a diagnostic never takes the server down
+                count = None
+            line = {"t": time.time(), "heap": tracemalloc.get_traced_memory()[0], "sessions": count,
+                    "full_gcs": gc.get_stats()[2]["collections"]}
+            if ask.exists():
+                taken += 1
+                tracemalloc.take_snapshot().dump(f"{path}.{taken}.snapshot")
+                line["snapshot"] = taken
+                ask.unlink()
+            with open(path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            time.sleep(period_s)
+
+    thread = threading.Thread(target=loop, name="dllab-heap-probe", daemon=True)
     thread.start()
     return thread
