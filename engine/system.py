@@ -92,12 +92,14 @@ def sweep_memory() -> bool:
     return release_free_memory()
 
 
-def start_memory_sweeper(period_s: float = 60.0) -> threading.Thread:
-    """A daemon thread that calls sweep_memory() every period_s seconds. Start one per server
-    process (app.py does, with DLLAB_MEMORY_SWEEP_S or 60 s)."""
+def start_memory_sweeper(period_s: float = 60.0,
+                         stop: threading.Event | None = None) -> threading.Thread:
+    """A daemon thread that calls sweep_memory() every period_s seconds until `stop` is set. Start
+    one per server process (app.py does, with DLLAB_MEMORY_SWEEP_S or 60 s, and never stops it)."""
+    stop = stop or threading.Event()
+
     def loop() -> None:
-        while True:
-            time.sleep(period_s)
+        while not stop.wait(period_s):
             sweep_memory()
 
     thread = threading.Thread(target=loop, name="dllab-memory-sweep", daemon=True)

@@ -45,11 +45,22 @@ def test_release_gives_freed_heap_pages_back():
     assert before - after > 100, (before, after)
 
 
-def test_sweeper_thread_runs_in_the_background():
-    thread = start_memory_sweeper(0.05)
-    assert thread.daemon and thread.name == "dllab-memory-sweep"
-    time.sleep(0.2)
-    assert thread.is_alive()
+def test_sweeper_thread_sweeps_in_the_background_until_stopped():
+    import gc
+    import threading
+
+    stop = threading.Event()
+    before = gc.get_stats()[2]["collections"]
+    thread = start_memory_sweeper(0.05, stop)
+    try:
+        assert thread.daemon and thread.name == "dllab-memory-sweep"
+        time.sleep(0.5)
+        assert thread.is_alive()
+        assert gc.get_stats()[2]["collections"] >= before + 2     # full collections ran
+    finally:
+        stop.set()      # a sweep every 50 ms would slow every later test in this process
+        thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 class Node:
