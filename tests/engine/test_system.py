@@ -54,7 +54,9 @@ def test_sweeper_thread_sweeps_in_the_background_until_stopped():
     thread = start_memory_sweeper(0.05, stop)
     try:
         assert thread.daemon and thread.name == "dllab-memory-sweep"
-        time.sleep(0.5)
+        t0 = time.time()     # a full collection in a big test process can take a second
+        while gc.get_stats()[2]["collections"] < before + 2 and time.time() - t0 < 30:
+            time.sleep(0.05)
         assert thread.is_alive()
         assert gc.get_stats()[2]["collections"] >= before + 2     # full collections ran
     finally:

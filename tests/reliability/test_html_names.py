@@ -235,7 +235,11 @@ def test_html_names_render_as_text_in_chromium(server, page, monkeypatch):
     page.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
     wait_for_app_idle(page, 90_000)
     page.get_by_text("A folder on the server").click()
-    page.get_by_text("Images per class").first.wait_for()
+    # The digits' counts chart is on the page before the click, so waiting for a chart is not
+    # enough: wait until the chart's ticks are the set's class names.
+    page.wait_for_function("names => names.every(n => [...document.querySelectorAll("
+                           "'.js-plotly-plot .xtick text, .js-plotly-plot .ytick text')]"
+                           ".some(t => t.textContent === n))", arg=CLASSES, timeout=90_000)
     wait_for_app_idle(page, 90_000)
     page.get_by_text("show_batch").first.wait_for()
     seen = assert_clean(page, dialogs)
