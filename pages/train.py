@@ -227,6 +227,10 @@ def data_section() -> None:
     if ds is None:
         return
     c1, c2 = st.columns(2)
+    for key, default in ((S.T_VALID_PCT, 0.2), (S.T_SEED, 42)):
+        # Hand the value to the widget explicitly: when these reappear in the run that follows a
+        # download's live panel, the browser otherwise draws them at their minimum (0.05, 0).
+        st.session_state[key] = S.get(key, default)
     c1.slider("Validation share (valid_pct)", 0.05, 0.5, step=0.05, key=S.T_VALID_PCT,
               help="Held-out images the model never trains on; they measure the error rate.")
     c2.number_input("Seed", 0, 2**31 - 1, key=S.T_SEED,

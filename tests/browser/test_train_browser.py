@@ -107,3 +107,25 @@ def test_precompute_greyed_with_augmentation_then_used_from_a_link(page, app_url
     assert box.is_enabled() and box.is_checked()
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("The head trained on precomputed body features").wait_for(timeout=120_000)
+
+
+def test_refused_urls_are_listed_and_the_split_settings_survive_the_download(page, app_url):
+    """After a URL download (here every address is refused before any connection), the page lists
+    each address with its reason, and the validation share and seed come back as they were (they
+    once came back at their minimum, 0.05 and 0, after the download's live panel)."""
+    open_train(page, app_url)
+    page.get_by_text("Image URLs per class").first.click()
+    wait_for_app_idle(page)
+    areas = page.get_by_label("URLs, one per line")
+    areas.nth(0).fill("http://127.0.0.1/bear.jpg\nfile:///etc/passwd")
+    areas.nth(1).fill("http://10.0.0.1/<b>teddy</b>.png")
+    page.keyboard.press("Control+Enter")
+    wait_for_app_idle(page)
+    page.get_by_role("button", name="Download the images").click()
+    page.get_by_text("Which 3 addresses failed, and why").wait_for(timeout=90_000)
+    wait_for_app_idle(page)
+    slider = page.locator("[data-testid=stSlider]").filter(has_text="Validation share")
+    assert slider.locator("input").first.input_value() == "0.2", slider.inner_text()
+    seed = page.locator("[data-testid=stNumberInput]").filter(has_text="Seed").locator("input")
+    assert seed.input_value() == "42"
+    assert page.locator("text=Traceback").count() == 0
