@@ -433,7 +433,14 @@ def folder_source() -> None:
 
 def download_panel(job: J.Job | None) -> None:
     """Progress of a download job; when it ends, its folder becomes the data set."""
-    if job is None or job.meta.get("kind") != "download" or not job.is_active:
+    if job is None or job.meta.get("kind") != "download":
+        return
+    if not job.is_active:
+        # It ended during this run, after main() looked (refused addresses take milliseconds):
+        # no live panel would be drawn to notice, so take it in and redraw now.
+        if st.session_state.get("train.consumed") != job.id:
+            consume(job)
+            st.rerun()
         return
     st.fragment(download_live, run_every=POLL_S)()
 
