@@ -111,9 +111,9 @@ def start_heap_probe(path: str | os.PathLike, sessions: Callable[[], int | None]
                      period_s: float = 0.5, frames: int = 1) -> threading.Thread:
     """For memory tests of a running server: trace the Python heap (tracemalloc) and append one
     JSON line {"t", "heap", "sessions", "full_gcs"} to `path` every period_s seconds; `sessions`
-    counts the server's sessions (None when unknown), `full_gcs` the full collections so far. Tracing slows every allocation, so only a test server
-    turns this on (app.py, DLLAB_HEAP_LOG). Nothing is collected here: what the server frees on
-    its own is what a reading shows.
+    counts the server's sessions (None when unknown), `full_gcs` the full collections so far.
+    Tracing slows every allocation, so only a test server turns this on (app.py, DLLAB_HEAP_LOG).
+    Nothing is collected here: what the server frees on its own is what a reading shows.
 
     To find what stays behind: create the file `<path>.ask`; the probe then writes a tracemalloc
     snapshot to `<path>.<n>.snapshot` (n = 1, 2, …; compare two with Snapshot.compare_to) and

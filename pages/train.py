@@ -433,14 +433,10 @@ def folder_source() -> None:
 
 def download_panel(job: J.Job | None) -> None:
     """Progress of a download job; when it ends, its folder becomes the data set."""
-    if job is None or job.meta.get("kind") != "download":
-        return
-    if not job.is_active:
-        # It ended during this run, after main() looked (refused addresses take milliseconds):
-        # no live panel would be drawn to notice, so take it in and redraw now.
-        if st.session_state.get("train.consumed") != job.id:
-            consume(job)
-            st.rerun()
+    # Drawn until the job is taken in, not only while it is active: refused addresses end a job
+    # within milliseconds, possibly after main() looked, and the live panel is what takes it in.
+    if job is None or job.meta.get("kind") != "download" or \
+            st.session_state.get("train.consumed") == job.id:
         return
     st.fragment(download_live, run_every=POLL_S)()
 
