@@ -7,20 +7,23 @@ is trained on features *is* the full model's head: nothing is copied back. Batch
 that mirror the image loaders (same batch size, drop_last, shuffle, and the same random generator
 object), so on a CPU the head sees the very batches, in the same order, that the long path would give.
 
-Used through the Learner: `learn.freeze(); learn.fit_one_cycle(3, 1e-2, precompute=True)`,
-`learn.lr_find(precompute=True)`, `learn.fine_tune(4, precompute=True)` (its frozen epochs).
+A mode the Learner is given: `learn.freeze(); learn.fit_one_cycle(3, 1e-2, precompute=True)`,
+`learn.lr_find(precompute=True)`, `learn.fine_tune(4, precompute=True)` (its frozen epochs). The
+Learner calls `compute_features` and switches itself to `HeadOnly` and `feature_loaders` for the
+block; this module only reads the Learner's public parts (model, dls, device, to_device, autocast,
+emit) and never imports engine.training.
 """
 from __future__ import annotations
 
-import contextlib
+import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from engine.training import TrainingError
+from engine.errors import TrainingError
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -130,7 +133,8 @@ def _n_folded(head: nn.Module) -> int:
     return k
 
 
-def _cache_key(learner: Any) -> tuple:
+def cache_key(learner: Any) -> tuple:
+    """What the features depend on: the body's weights, the data and the device settings."""
     # A tensor's _version counts its in-place changes (optimiser steps, load_state_dict), so the
     # key changes whenever the body's weights or statistics do, at no cost.
     body = learner.model.body
@@ -155,28 +159,21 @@ def _compute(learner: Any, loader: DataLoader, pre: nn.Module, split: str
     feats, labels = [], []
     for start in range(0, n, bs):
         xb, yb = collate([ds[j] for j in range(start, min(n, start + bs))])
-        xb, yb = learner._to_device(xb, yb)
-        with learner._autocast():
+        xb, yb = learner.to_device(xb, yb)
+        with learner.autocast():
             f = pre(body(xb))                                  # (B, F) e.g. concat-pooled
         feats.append(f.reshape(f.shape[0], -1) if f.ndim > 2 else f)
         labels.append(yb)
-        learner._emit("precompute", split=split, done=min(n, start + bs), total=n)
+        learner.emit("precompute", split=split, done=min(n, start + bs), total=n)
     if not feats:
         return torch.zeros(0, 0, device=learner.device), torch.zeros(0, dtype=torch.int64,
                                                                        device=learner.device)
     return torch.cat(feats), torch.cat(labels)
 
 
-def precompute_features(learner: Any, *, force: bool = False) -> FeatureCache:
-    """The body's features for every training and validation item (cached on the Learner, and
-    reused while the body, the data and the device settings are unchanged)."""
-    import time
-
-    check(learner)
-    key = _cache_key(learner)
-    cache = getattr(learner, "_features", None)
-    if cache is not None and cache.key == key and not force:
-        return cache
+def compute_features(learner: Any, key: tuple) -> FeatureCache:
+    """The body's features for every training and validation item, in eval mode (the Learner
+    keeps the result and decides when to compute again)."""
     model = learner.model
     k = _n_folded(model.head)
     pre = nn.Sequential(*list(model.head)[:k]) if k else nn.Identity()
@@ -189,17 +186,19 @@ def precompute_features(learner: Any, *, force: bool = False) -> FeatureCache:
         xv, yv = _compute(learner, learner.dls.valid, pre, "valid")
     finally:
         model.train(was_training)
-    cache = FeatureCache(FeatureDataset(xt, yt), FeatureDataset(xv, yv), rest, k, key,
-                         time.perf_counter() - t0)
-    learner._features = cache
-    return cache
+    return FeatureCache(FeatureDataset(xt, yt), FeatureDataset(xv, yv), rest, k, key,
+                        time.perf_counter() - t0)
 
 
-def feature_loaders(learner: Any, cache: FeatureCache) -> FeatureLoaders:
-    """Loaders over the cached features that mirror the image loaders: batch size, drop_last,
+def precompute_features(learner: Any, *, force: bool = False) -> FeatureCache:
+    """The Learner's body features, computed now or reused (see Learner.precompute_features)."""
+    return learner.precompute_features(force=force)
+
+
+def feature_loaders(dls: Any, cache: FeatureCache) -> FeatureLoaders:
+    """Loaders over the cached features that mirror the image loaders dls: batch size, drop_last,
     shuffling and the very same random generator object (so the order is the one the image loader
     would have drawn, and the generator ends where it would have)."""
-    dls = learner.dls
     out = []
     for loader, ds in ((dls.train, cache.train), (dls.valid, cache.valid)):
         out.append(DataLoader(ds, batch_size=loader.batch_size, drop_last=loader.drop_last,
@@ -211,7 +210,7 @@ def feature_loaders(learner: Any, cache: FeatureCache) -> FeatureLoaders:
                           std=getattr(dls, "std", None))
 
 
-class _HeadOnly(nn.Module):
+class HeadOnly(nn.Module):
     """The trainable head part as a model; its state_dict keys are those of the full head."""
 
     def __init__(self, head: nn.Module):
@@ -222,20 +221,5 @@ class _HeadOnly(nn.Module):
         return self.head(x)
 
 
-@contextlib.contextmanager
-def on_features(learner: Any) -> Iterator[FeatureCache]:
-    """Within the block the Learner trains, validates and runs the LR finder on cached features:
-    its model is the head part and its dls the feature loaders; both are put back afterwards."""
-    cache = precompute_features(learner)
-    model, dls, cl = learner.model, learner.dls, learner.channels_last
-    learner.model = _HeadOnly(cache.head)
-    learner.dls = feature_loaders(learner, cache)
-    learner.channels_last = False       # features are (B, F) vectors
-    try:
-        yield cache
-    finally:
-        learner.model, learner.dls, learner.channels_last = model, dls, cl
-
-
-__all__ = ["FeatureCache", "FeatureDataset", "FeatureLoaders", "why_not", "check",
-           "precompute_features", "feature_loaders", "on_features"]
+__all__ = ["FeatureCache", "FeatureDataset", "FeatureLoaders", "HeadOnly", "why_not", "check",
+           "cache_key", "compute_features", "precompute_features", "feature_loaders"]

@@ -115,22 +115,24 @@ def _explore_table() -> list[Param]:
     return [Param("run", S.E_RUN, "str", "")]
 
 
+#: The Train page's URL names: (query key, RunSettings field, session-state key). Types, bounds,
+#: choices and defaults come from engine.settings, so they are written once.
+TRAIN_FIELDS = (("arch", "arch", S.T_ARCH), ("pre", "pretrained", S.T_PRETRAINED),
+                ("size", "size", S.T_SIZE), ("bs", "bs", S.T_BS), ("vp", "valid_pct", S.T_VALID_PCT),
+                ("seed", "seed", S.T_SEED), ("aug", "augment", S.T_AUGMENT),
+                ("method", "method", S.T_METHOD), ("epochs", "epochs", S.T_EPOCHS),
+                ("lr", "lr", S.T_LR), ("pc", "precompute", S.T_PRECOMPUTE))
+
+
 def _train_table() -> list[Param]:
-    from engine.models import ARCHS
-    return [
-        Param("data", S.T_SOURCE, "str", "digits", ("digits", "pets")),
-        Param("arch", S.T_ARCH, "str", "simple_cnn", tuple(ARCHS)),
-        Param("pre", S.T_PRETRAINED, "bool", False),
-        Param("size", S.T_SIZE, "int", 16, lo=8, hi=512),
-        Param("bs", S.T_BS, "int", 64, lo=1, hi=1024),
-        Param("vp", S.T_VALID_PCT, "float", 0.2, lo=0.05, hi=0.5),
-        Param("seed", S.T_SEED, "int", 42, lo=0, hi=2**31 - 1),
-        Param("aug", S.T_AUGMENT, "bool", True),
-        Param("method", S.T_METHOD, "str", "fit_one_cycle", ("fit_one_cycle", "fine_tune", "unfreeze")),
-        Param("epochs", S.T_EPOCHS, "int", 10, lo=1, hi=100),
-        Param("lr", S.T_LR, "float", 1e-2, lo=1e-7, hi=10.0),
-        Param("pc", S.T_PRECOMPUTE, "bool", False),
-    ]
+    from engine.settings import FIELD_RULES, SHAREABLE_SOURCES, RunSettings
+    defaults = RunSettings()
+    rows = [Param("data", S.T_SOURCE, "str", SHAREABLE_SOURCES[0], SHAREABLE_SOURCES)]
+    for url, name, key in TRAIN_FIELDS:
+        rule = FIELD_RULES[name]
+        rows.append(Param(url, key, rule.kind, getattr(defaults, name), rule.choices, rule.lo,
+                          rule.hi))
+    return rows
 
 
 TABLES: dict[str, list[Param]] = {}

@@ -1,4 +1,4 @@
-"""engine.train_job with precompute: a job that asks for it trains the same model as the long way
+"""engine.jobs.run_jobs with precompute: a job that asks for it trains the same model as the long way
 (EfficientNet-Lite0 with its bundled ImageNet weights, tiny images), records it in the saved run,
 reports the feature computation as progress, and says why when it cannot apply; the page's cheap
 rule (precompute_reason) agrees with engine.precompute.why_not on the Learners the job builds."""
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import train_job as TJ
+from engine import settings as run_settings
+from engine.jobs import run_jobs
+from engine.training import Learner
 from engine.jobs import JobCancelled
 from engine.precompute import why_not
 from engine.runs import load_run
@@ -71,12 +73,17 @@ def data_dir(tmp_path_factory):
     mp.undo()
 
 
-def spec_for(folder, **kw) -> TJ.TrainSpec:
+def spec_for(folder, **kw) -> run_settings.RunSettings:
     base = dict(folder=str(folder), data_name="tiny", arch="efficientnet_lite0", pretrained=True,
                 size=32, bs=8, valid_pct=0.25, seed=5, augment=False, method="fit_one_cycle",
-                epochs=2, lr=1e-2, device="cpu", owner=OWNER)
+                epochs=2, lr=1e-2, device="cpu")
     base.update(kw)
-    return TJ.TrainSpec(**base)
+    return run_settings.RunSettings(**base)
+
+
+def train_job(ctx, settings):
+    """The training job as the page submits it, saving the run for OWNER."""
+    return run_jobs.train_job(ctx, settings, OWNER)
 
 
 def head_state(run_id: str) -> dict:
@@ -86,17 +93,15 @@ def head_state(run_id: str) -> dict:
 @pytest.fixture(scope="module", autouse=True)
 def on_features_calls():
     """How many times the Learner switched to training on cached features (per test)."""
-    import engine.precompute as P
-
     calls = []
-    real = P.on_features
+    real = Learner._on_features
 
     def spy(learner):
         calls.append(learner)
         return real(learner)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(P, "on_features", spy)
+    mp.setattr(Learner, "_on_features", spy)
     yield calls
     mp.undo()
 
@@ -108,7 +113,7 @@ def pair(folder, on_features_calls):
     for pre in (False, True):
         ctx = Ctx()
         n0 = len(on_features_calls)
-        res = TJ.train_job(ctx, spec_for(folder, precompute=pre))
+        res = train_job(ctx, spec_for(folder, precompute=pre))
         ctx.on_features = len(on_features_calls) - n0
         out[pre] = (res, ctx)
     return out
@@ -164,7 +169,7 @@ def test_fine_tune_job_precomputes_its_frozen_epoch(folder, on_features_calls):
     for pre in (False, True):
         ctx = Ctx()
         n0 = len(on_features_calls)
-        out = TJ.train_job(ctx, spec_for(folder, method="fine_tune", epochs=1, freeze_epochs=1,
+        out = train_job(ctx, spec_for(folder, method="fine_tune", epochs=1, freeze_epochs=1,
                                          lr=5e-3, precompute=pre))
         runs[pre] = (out, ctx, len(on_features_calls) - n0)
     (long, _, n_long), (fast, ctx, n_fast) = runs[False], runs[True]
@@ -180,7 +185,7 @@ def test_fine_tune_job_precomputes_its_frozen_epoch(folder, on_features_calls):
 
 def test_lr_finder_job_with_precompute_matches_the_long_way(folder, on_features_calls):
     n0 = len(on_features_calls)
-    res = {pre: TJ.lr_find_job(Ctx(), spec_for(folder, num_it=10, precompute=pre))
+    res = {pre: run_jobs.lr_find_job(Ctx(), spec_for(folder, num_it=10, precompute=pre))
            for pre in (False, True)}
     assert len(on_features_calls) - n0 == 1
     assert res[True]["precompute"]["used"] and not res[False]["precompute"]["used"]
@@ -190,7 +195,7 @@ def test_lr_finder_job_with_precompute_matches_the_long_way(folder, on_features_
 
 def test_precompute_that_cannot_apply_runs_the_long_way_and_says_why(folder):
     ctx = Ctx()
-    out = TJ.train_job(ctx, spec_for(folder, augment=True, epochs=1, precompute=True))
+    out = train_job(ctx, spec_for(folder, augment=True, epochs=1, precompute=True))
     assert len(out["epochs"]) == 1 and not ctx.of("precompute")
     assert not any(s.startswith("Computing") for s in ctx.messages)
     notes = [e["message"] for e in ctx.of("note")]
@@ -204,15 +209,15 @@ def test_precompute_that_cannot_apply_runs_the_long_way_and_says_why(folder):
 def test_cancel_while_computing_features_stops_the_job(folder):
     ctx = Ctx(cancel_after_precompute=1)
     with pytest.raises(JobCancelled):
-        TJ.train_job(ctx, spec_for(folder, precompute=True))
+        train_job(ctx, spec_for(folder, precompute=True))
     assert len(ctx.of("precompute")) == 1 and not ctx.of("batch")
 
 
 # ------------------------------------------------------------------ the page's rule vs why_not
 
 
-def learner_as_the_job_builds_it(spec: TJ.TrainSpec):
-    learn = TJ._prepare(Ctx(), spec)
+def learner_as_the_job_builds_it(spec: run_settings.RunSettings):
+    learn = run_jobs._prepare(Ctx(), spec)
     if spec.method == "fine_tune" and spec.freeze_epochs > 0:
         learn.freeze()   # what fine_tune does before its frozen epochs
     return learn
@@ -228,28 +233,28 @@ def learner_as_the_job_builds_it(spec: TJ.TrainSpec):
 ])
 def test_precompute_reason_agrees_with_why_not(folder, changes, applies):
     spec = spec_for(folder, **changes)
-    rule = TJ.precompute_reason(spec)
+    rule = run_settings.precompute_reason(spec)
     engine = why_not(learner_as_the_job_builds_it(spec))
     assert (rule is None) == (engine is None) == applies, (rule, engine)
 
 
 def test_precompute_reason_for_unfreeze_agrees_with_why_not(folder, pair):
     spec = spec_for(folder, method="unfreeze", start_from=pair[False][0]["run_id"])
-    assert "Unfreezing" in TJ.precompute_reason(spec)
+    assert "Unfreezing" in run_settings.precompute_reason(spec)
     assert why_not(learner_as_the_job_builds_it(spec)) is not None
 
 
 def test_precompute_reason_sentences():
-    spec = TJ.TrainSpec(folder="", arch="efficientnet_lite0", pretrained=True, augment=False)
-    assert TJ.precompute_reason(spec) is None
-    assert "augmentation off" in TJ.precompute_reason(dataclasses.replace(spec, augment=True))
-    assert "simple_cnn has no pretrained body" in TJ.precompute_reason(
+    spec = run_settings.RunSettings(folder="", arch="efficientnet_lite0", pretrained=True, augment=False)
+    assert run_settings.precompute_reason(spec) is None
+    assert "augmentation off" in run_settings.precompute_reason(dataclasses.replace(spec, augment=True))
+    assert "simple_cnn has no pretrained body" in run_settings.precompute_reason(
         dataclasses.replace(spec, arch="simple_cnn", pretrained=False))
-    assert "pretrained" in TJ.precompute_reason(dataclasses.replace(spec, pretrained=False))
-    assert "0 frozen epochs" in TJ.precompute_reason(
+    assert "pretrained" in run_settings.precompute_reason(dataclasses.replace(spec, pretrained=False))
+    assert "0 frozen epochs" in run_settings.precompute_reason(
         dataclasses.replace(spec, method="fine_tune", freeze_epochs=0))
-    assert TJ.precompute_reason(dataclasses.replace(spec, method="fine_tune")) is None
-    assert TJ.TrainSpec(folder="").precompute is False
+    assert run_settings.precompute_reason(dataclasses.replace(spec, method="fine_tune")) is None
+    assert run_settings.RunSettings(folder="").precompute is False
 
 
 def test_live_message_shows_the_feature_count_while_it_is_computed(pair):
@@ -257,6 +262,6 @@ def test_live_message_shows_the_feature_count_while_it_is_computed(pair):
     events = ctx.events()
     first = next(i for i, e in enumerate(events) if e["kind"] == "precompute")
     msg = "Computing body features: 8 / 24"
-    assert TJ.live_message(events[:first + 1], msg, "Training") == msg
-    assert TJ.live_message(events, "epoch 2", "Training") == "Training"   # the fit has begun
-    assert TJ.live_message([], "", "Starting…") == "Starting…"
+    assert run_jobs.live_message(events[:first + 1], msg, "Training") == msg
+    assert run_jobs.live_message(events, "epoch 2", "Training") == "Training"   # the fit has begun
+    assert run_jobs.live_message([], "", "Starting…") == "Starting…"

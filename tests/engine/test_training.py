@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.models import create_model, even_mults
-from engine.training import (Learner, TrainConfig, TrainingError, default_device, minimum,
+from engine.settings import RunSettings
+from engine.training import (Learner, TrainingError, default_device, minimum,
                              one_cycle_schedule, slide, steep, suggest, trim_for_suggestions, valley)
 
 
@@ -381,7 +382,7 @@ def test_a_short_cpu_run_on_the_digits_lowers_the_loss(tmp_path):
     learn = Learner(create_model("simple_cnn", len(dls.classes), pretrained=False), dls,
                     device="cpu", seed=0)
     before = learn.validate()
-    learn.fit_config(TrainConfig(epochs=2, lr=1e-2))
+    learn.fit_settings(RunSettings(epochs=2, lr=1e-2))
     after = learn.history[-1]
     assert after["valid_loss"] < before["valid_loss"] / 2
     assert after["accuracy"] > 0.8
