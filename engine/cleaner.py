@@ -13,13 +13,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Iterable, Mapping
 
 from engine.data import VALID_NAMES
+from engine.fsutil import atomic_write_text
 from engine.paths import data_dir
 
 KEEP = "keep"
@@ -92,12 +92,10 @@ def journals_dir() -> Path:
 
 
 def _save(journal: Journal) -> None:
-    # Written to a temporary file and renamed, so a journal on disk is always complete.
+    # Written to a temporary file and renamed, so a journal on disk is always complete; private
+    # (0o600) as it always was.
     path = journals_dir() / f"{journal.id}.json"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(asdict(journal), f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(asdict(journal), indent=1), mode=0o600)
 
 
 def load_journal(journal_id: str) -> Journal:
@@ -276,5 +274,29 @@ def _dirs_below(folder: Path) -> list[Path]:
                   key=lambda p: len(p.parts))
 
 
+def training_files(root: str | os.PathLike, class_name: str,
+                   exclude: Collection[str] = ()) -> list[str]:
+    """Image files of one class that a run trained on, sorted: its folder (train/<class> when the
+    data set has train/ and valid/), minus `exclude` (the run's validation files). Hidden files
+    and symbolic links are left out, as the loaders leave them out."""
+    from engine.data import IMAGE_SUFFIXES
+
+    root = Path(root)
+    folder = root / "train" / class_name if (root / "train").is_dir() else root / class_name
+    if not folder.is_dir():
+        return []
+    skip = set(exclude)
+    return sorted(str(p) for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                  and not p.is_symlink() and str(p) not in skip)
+
+
+def hardest_first(rows: Iterable[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    """(path, loss, predicted class) rows whose file still exists (cleaning moves files away),
+    largest loss first; equal losses keep their order."""
+    return sorted((r for r in rows if os.path.exists(r[0])), key=lambda r: -r[1])
+
+
 __all__ = ["KEEP", "DELETE", "MOVE", "CleanError", "Move", "Journal", "relabel", "parse_decision",
-           "journals_dir", "load_journal", "data_root", "plan", "apply_decisions", "undo"]
+           "journals_dir", "load_journal", "data_root", "plan", "apply_decisions", "undo",
+           "training_files", "hardest_first"]

@@ -17,13 +17,13 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
+from engine.fsutil import atomic_write_bytes
 from engine.images import ImageError, load_image
 
 DEFAULT_TIMEOUT = 10.0                 # seconds, wall clock, per URL (redirects included)
@@ -326,13 +326,12 @@ def _save(data: bytes, dest: Path, lock: threading.Lock) -> Path:
     with Image.open(io.BytesIO(data)) as img:
         ext = _EXTENSIONS.get((img.format or "").upper(), ".img")
     path = dest / (hashlib.sha256(data).hexdigest()[:16] + ext)
-    tmp = dest / f".{path.name}.{uuid.uuid4().hex}.part"
-    tmp.write_bytes(data)
-    with lock:
-        if path.exists():
-            tmp.unlink()
-            raise FetchFailed("The same image was already saved from another address.")
-        os.replace(tmp, path)   # a reader never sees half a file
+    # A reader never sees half a file. The name is the content's hash, so a file already there
+    # came from another address; `lock` makes the check and the rename one step between threads.
+    try:
+        atomic_write_bytes(path, data, fsync=False, overwrite=False, lock=lock)
+    except FileExistsError:
+        raise FetchFailed("The same image was already saved from another address.") from None
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,18 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-#: Architectures create_model knows, with a line a page can show next to the choice.
-ARCHS: dict[str, str] = {
-    "resnet18": "ResNet-18 (11 M parameters), ImageNet weights downloaded by torchvision",
-    "resnet34": "ResNet-34 (21 M parameters), ImageNet weights downloaded by torchvision",
-    "resnet50": "ResNet-50 (25 M parameters), ImageNet weights downloaded by torchvision",
-    "efficientnet_lite0": "EfficientNet-Lite0 (4.7 M parameters), ImageNet weights that work offline",
-    "simple_cnn": "a small 4-block CNN trained from scratch, quick on a CPU for tiny images",
-}
-#: Architectures whose ImageNet weights the app can load.
-PRETRAINED_ARCHS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Names and descriptions of the architectures live in engine.settings (readable without torch), the
+# per-group learning rates in engine.schedule; both are re-exported here for existing imports.
+from engine.schedule import even_mults, group_lrs
+from engine.data.config import IMAGENET_MEAN, IMAGENET_STD
+from engine.settings import ARCHS, PRETRAINED_ARCHS
+
 CHECKPOINT_FORMAT = "dllab-checkpoint-1"
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # our headers are a few kB; anything near this is corrupt or hostile
 
@@ -227,32 +220,6 @@ def create_model(arch: str, n_classes: int, *, pretrained: bool = True) -> Class
     return Classifier(arch, body, make_head(n_features, n_classes), starts)
 
 
-# ------------------------------------------------------------------------------ learning rates
-
-
-def even_mults(start: float, stop: float, n: int) -> list[float]:
-    """n values from start to stop, evenly spaced on a log scale (geometric)."""
-    if n == 1:
-        return [float(stop)]
-    step = (stop / start) ** (1 / (n - 1))
-    return [float(start * step**i) for i in range(n)]
-
-
-def group_lrs(lr: float | slice, n_groups: int) -> list[float]:
-    """One learning rate per layer group, as fastai reads `lr`.
-
-    A float applies to every group; slice(lo, hi) spreads lo..hi geometrically from the earliest
-    group to the head; slice(hi) gives the head hi and every body group hi/10.
-    """
-    if isinstance(lr, slice):
-        if lr.stop is None:
-            raise ValueError("A learning-rate slice needs an upper value, as in slice(1e-5, 1e-3).")
-        if lr.start:
-            return even_mults(lr.start, lr.stop, n_groups)
-        return [lr.stop / 10] * (n_groups - 1) + [float(lr.stop)]
-    return [float(lr)] * n_groups
-
-
 # -------------------------------------------------------------------------------- checkpoints
 
 
@@ -334,19 +301,10 @@ def save_checkpoint(path: str | os.PathLike, model: Classifier, meta: dict[str, 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     blob = st_save(tensors, metadata={"dllab": text})
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from engine.fsutil import atomic_write_bytes
+
+    # fsync'd before the rename; private (0o600), as checkpoints have always been written.
+    return atomic_write_bytes(path, blob, mode=0o600)
 
 
 def _json_default(obj: Any) -> Any:

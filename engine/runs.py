@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.fsutil import atomic_dir
 from engine.paths import data_dir
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -182,8 +182,8 @@ def save_run(learner: Any, *, owner: str, data_name: str, settings: dict, histor
                    arch=str(getattr(learner.model, "arch", settings.get("arch", ""))),
                    data=str(data_name), classes=classes, metrics=_metrics(learner, preds),
                    epochs=len(getattr(learner, "history", []) or []))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.part-", dir=root))
-    try:
+    # Written into a hidden .<id>.part-… folder and renamed: list_runs never sees half a run.
+    with atomic_dir(dest, existing="error") as tmp:
         learner.save(tmp / "model.safetensors", settings=settings, run_id=run_id)
         from engine.models import read_checkpoint_meta
         _write_json(tmp / "model.json", read_checkpoint_meta(tmp / "model.safetensors"))
@@ -195,10 +195,6 @@ def save_run(learner: Any, *, owner: str, data_name: str, settings: dict, histor
         _write_json(tmp / "history.json", history)
         _write_json(tmp / "settings.json", settings)
         _write_json(tmp / "run.json", asdict(info))
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
@@ -273,5 +269,29 @@ def delete_run(run_id: str, owner: str) -> None:
     shutil.rmtree(_run_folder(run_id))
 
 
+# ------------------------------------------------------------------ whose data a run was trained on
+
+DEMO_DIR = "explore-demo"   # <data dir>/explore-demo/<demo_prefix(owner)><time>: demo copies
+
+
+def demo_prefix(owner: str) -> str:
+    """Start of the name of owner's demo data folders (engine.demo): a hash of the token, so a
+    folder name never shows the token itself."""
+    import hashlib
+
+    return f"digits-{hashlib.sha256(owner.encode()).hexdigest()[:10]}-"
+
+
+def owns_data(data_root: str | os.PathLike, owner: str) -> bool:
+    """Whether a data folder belongs to owner's browser session alone (its uploads under
+    sessions/<owner>, or its demo copy), so that cleaning it changes nobody else's data."""
+    base = data_dir().resolve()
+    root = Path(data_root).resolve()
+    if root.is_relative_to(base / "sessions" / owner):
+        return True
+    return root.parent == base / DEMO_DIR and root.name.startswith(demo_prefix(owner))
+
+
 __all__ = ["RUN_ID", "RunError", "RunInfo", "Run", "runs_dir", "new_run_id", "save_run",
-           "load_run", "read_info", "list_runs", "delete_run"]
+           "load_run", "read_info", "list_runs", "delete_run", "DEMO_DIR", "demo_prefix",
+           "owns_data"]

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
-import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from engine.fsutil import atomic_text_file
 from engine.cli.common import CliError, add_common_args, settings_from_args, summary
 from engine.settings import preset_for
-
-
-@contextmanager
-def atomic_text(path: Path, newline: str | None = None) -> Iterator[io.TextIOBase]:
-    """Write a text file that appears complete or not at all."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline=newline) as f:
-        yield f
-    os.replace(tmp, path)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -62,7 +51,7 @@ class EpochTable:
 
 def write_preds(path: Path, preds: Any, classes: Sequence[str]) -> None:
     """valid_preds.csv: path, target, prediction, loss and every class probability per image."""
-    with atomic_text(path, newline="") as f:
+    with atomic_text_file(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "target", "pred", "correct", "loss"] + [f"p_{c}" for c in classes])
         paths = preds.paths or [""] * len(preds.targets)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import engine.data as D
+from engine import data
 from engine.images import load_image
 from engine.models import create_model
 from engine.training import Learner
@@ -32,14 +32,14 @@ def folder(tmp_path):
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    D.DECODE_CACHE.clear()
+    data.DECODE_CACHE.clear()
     yield
-    D.DECODE_CACHE.clear()
+    data.DECODE_CACHE.clear()
 
 
 def _fresh(path, size):
     """Decoding afresh, the way a plain loader would: (3, size, size) uint8."""
-    return torch.from_numpy(D.resize_crop(load_image(path), size)).permute(2, 0, 1)
+    return torch.from_numpy(data.resize_crop(load_image(path), size)).permute(2, 0, 1)
 
 
 def _count_decodes(monkeypatch):
@@ -49,13 +49,13 @@ def _count_decodes(monkeypatch):
         calls.append(path)
         return load_image(path, *a, **k)
 
-    monkeypatch.setattr(D, "load_image", counting)
+    monkeypatch.setattr(data.loaders, "load_image", counting)
     return calls
 
 
 def test_cache_holds_what_a_fresh_decode_gives(folder):
-    cfg = D.DataConfig(size=24, bs=4, augment=False, valid_pct=0.25)
-    dls = D.build_dataloaders(folder, cfg)
+    cfg = data.DataConfig(size=24, bs=4, augment=False, valid_pct=0.25)
+    dls = data.build_dataloaders(folder, cfg)
     for ds, items in ((dls.train.dataset, dls.train_items), (dls.valid.dataset, dls.valid_items)):
         assert len(ds) == len(items)
         for i, (path, label) in enumerate(items):
@@ -71,7 +71,7 @@ def test_cache_holds_what_a_fresh_decode_gives(folder):
 
 
 def test_epochs_and_the_lr_finder_do_not_decode_again(folder, monkeypatch):
-    dls = D.build_dataloaders(folder, D.DataConfig(size=16, bs=4))
+    dls = data.build_dataloaders(folder, data.DataConfig(size=16, bs=4))
     calls = _count_decodes(monkeypatch)
     for _ in range(2):
         for _ in dls.train:
@@ -86,36 +86,36 @@ def test_epochs_and_the_lr_finder_do_not_decode_again(folder, monkeypatch):
 def test_a_second_build_reuses_the_cache_and_a_changed_file_is_decoded_afresh(folder, monkeypatch):
     import cv2
 
-    cfg = D.DataConfig(size=20, bs=4, augment=False)
-    first = D.build_dataloaders(folder, cfg)
+    cfg = data.DataConfig(size=20, bs=4, augment=False)
+    first = data.build_dataloaders(folder, cfg)
     calls = _count_decodes(monkeypatch)
-    second = D.build_dataloaders(folder, cfg)
+    second = data.build_dataloaders(folder, cfg)
     assert calls == []                                          # every image came from the cache
     assert torch.equal(first.train.dataset.images, second.train.dataset.images)
-    assert D.DECODE_CACHE.hits >= len(first.train_items) + len(first.valid_items)
+    assert data.DECODE_CACHE.hits >= len(first.train_items) + len(first.valid_items)
 
     path = first.train_items[0][0]
     new = np.full((40, 50, 3), 200, np.uint8)
     cv2.imwrite(str(path), new)
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
-    third = D.build_dataloaders(folder, cfg)
+    third = data.build_dataloaders(folder, cfg)
     assert calls == [path]                                      # only the changed file
     i = [p for p, _ in third.train_items].index(path)
     assert torch.equal(third.train.dataset.images[i], _fresh(path, 20))
     # Another size is another entry: no stale image at the wrong size.
     calls.clear()
-    D.build_dataloaders(folder, D.DataConfig(size=12, bs=4, augment=False))
+    data.build_dataloaders(folder, data.DataConfig(size=12, bs=4, augment=False))
     assert len(calls) == len(first.train_items) + len(first.valid_items)
 
 
 def test_cache_entries_are_read_only_and_the_limit_holds(folder):
-    cache = D.DecodeCache(max_bytes=3 * 16 * 16 * 3)             # room for three 16-px images
+    cache = data.DecodeCache(max_bytes=3 * 16 * 16 * 3)          # room for three 16-px images
     paths = sorted(folder.rglob("*.*"))
-    images, ok, bad = D.decode_items(paths[:5], 16, cache=cache, workers=1)
+    images, ok, bad = data.decode_items(paths[:5], 16, cache=cache, workers=1)
     assert ok == list(range(5)) and not bad
     # One build never evicts its own entries: the first three stay (a prefix a rebuild can use).
     assert len(cache) == 3 and cache.nbytes <= cache.max_bytes
-    keys = [D.DecodeCache.key(p, 16) for p in paths]
+    keys = [data.DecodeCache.key(p, 16) for p in paths]
     assert all(cache.get(k) is not None for k in keys[:3]) and cache.get(keys[3]) is None
     entry = cache.get(keys[0])
     assert not entry.flags.writeable
@@ -123,17 +123,17 @@ def test_cache_entries_are_read_only_and_the_limit_holds(folder):
     assert entry.any()
     # A later build evicts what earlier builds left, least recently used first.
     cache.get(keys[2])
-    D.decode_items(paths[5:7], 16, cache=cache, workers=1)
+    data.decode_items(paths[5:7], 16, cache=cache, workers=1)
     assert cache.get(keys[2]) is not None and cache.get(keys[5]) is not None
     assert cache.get(keys[0]) is None and cache.get(keys[1]) is None
-    off, _, _ = D.decode_items(paths[:5], 16, cache=None)
+    off, _, _ = data.decode_items(paths[:5], 16, cache=None)
     assert torch.equal(off[1:], images[1:])
 
 
 def test_a_data_set_larger_than_the_cache_still_hits_on_a_rebuild(folder, monkeypatch):
     paths = sorted(folder.rglob("*.*"))
-    cache = D.DecodeCache(max_bytes=10 * 16 * 16 * 3)            # 10 of the 18 images fit
-    D.decode_items(paths, 16, cache=cache, workers=1)
+    cache = data.DecodeCache(max_bytes=10 * 16 * 16 * 3)         # 10 of the 18 images fit
+    data.decode_items(paths, 16, cache=cache, workers=1)
     calls = _count_decodes(monkeypatch)
-    D.decode_items(paths, 16, cache=cache, workers=1)
+    data.decode_items(paths, 16, cache=cache, workers=1)
     assert len(calls) == len(paths) - 10                          # plain LRU would decode all 18

@@ -149,7 +149,7 @@ def test_stream_counting_stops_at_the_cap_whatever_the_headers_say(zip_env, tmp_
     """Even if the declared sizes were believed, the bytes actually unpacked are counted."""
     uploads, sets, dest = zip_env
     src = _zip(uploads / "two.zip", [("teddy/a.png", b"\1" * 600_000), ("teddy/b.png", b"\2" * 600_000)])
-    monkeypatch.setattr(data, "_declared_size", lambda info: 1)
+    monkeypatch.setattr(data.safezip, "_declared_size", lambda info: 1)
     _assert_rejected(src, dest, sets, tmp_path, "more than", max_bytes=1_000_000)
 
 
@@ -211,6 +211,17 @@ def test_good_zip_replaces_the_data_set(zip_env, tmp_path):
     data.extract_zip(io.BytesIO(again.read_bytes()), dest)
     assert sorted(_tree(dest)) == ["black/9.png", "grizzly/1.png"]
     assert sorted(p.name for p in sets.iterdir()) == ["bears"]
+
+
+def test_a_file_where_the_data_set_goes_is_refused_in_a_sentence(zip_env, tmp_path):
+    uploads, sets, _ = zip_env
+    src = _zip(uploads / "bears.zip", [("teddy/1.png", _png()), ("black/1.png", _png())])
+    in_the_way = sets / "notes"
+    in_the_way.write_text("a file")
+    with pytest.raises(DataError, match="exists and is a file, not a folder"):
+        data.extract_zip(src, in_the_way)
+    assert in_the_way.read_text() == "a file"
+    assert sorted(p.name for p in sets.iterdir()) == ["bears", "notes"]   # no temporary folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +293,7 @@ def test_plain_class_folders_split_is_seeded_and_stable(tmp_path):
     backwards = lambda *a, **k: [(d, sub[::-1], files[::-1])  # noqa: E731
                                  for d, sub, files in reversed(list(real_walk(*a, **k)))]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data.os, "walk", backwards)
+        mp.setattr(os, "walk", backwards)
         assert rel(data.load_items(copy).valid, copy) == rel(items.valid, root)
     other = data.load_items(copy, seed=7)
     assert rel(other.valid, copy) != rel(items.valid, root)
@@ -443,7 +454,7 @@ def test_pets_download_reports_progress(tmp_path, monkeypatch):
     thread.start()
     try:
         base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        monkeypatch.setattr(data, "_pets_resources",
+        monkeypatch.setattr(data.sources, "_pets_resources",
                             lambda: [(f"{base_url}/{n}", md5) for n, md5 in resources])
         seen: list[tuple[float, str]] = []
         dest = data.pets_folder(tmp_path / "pets", root=tmp_path / "dl",

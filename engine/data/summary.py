@@ -12,7 +12,7 @@ from engine.settings import RunSettings
 
 def class_counts(folder: str | os.PathLike, valid_pct: float = 0.2, seed: int = 42) -> dict:
     """{"classes", "train" counts, "valid" counts} per class, from the file listing (no decoding)."""
-    from engine.data import load_items
+    from engine.data.items import load_items
     items = load_items(folder, valid_pct=valid_pct, seed=seed)
     n = len(items.classes)
     train = np.bincount([y for _, y in items.train], minlength=n).tolist()
@@ -25,8 +25,11 @@ def preview_batch(s: RunSettings, *, augment: bool, n: int = 16, seed: int = 0) 
     n files (so a large photo set previews at once); uint8 (H, W, 3)."""
     import torch
 
-    from engine.data import (DataConfig, decode_items, denormalize, grid_image, load_items, train_transforms,
-                             valid_transforms)
+    from engine.data.config import DataConfig
+    from engine.data.grids import grid_image
+    from engine.data.items import load_items
+    from engine.data.loaders import decode_items
+    from engine.data.transforms import denormalize, train_transforms, valid_transforms
     cfg = DataConfig(size=s.size, bs=s.bs, valid_pct=s.valid_pct, seed=s.seed,
                      augment=s.augment, flip=s.flip)
     items = load_items(s.folder, valid_pct=s.valid_pct, seed=s.seed)
