@@ -7,11 +7,14 @@ page only draws what these return, and tests can compare them with a brute-force
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from engine.models import Checkpoint
 
 #: Colour maps for Grad-CAM overlays, chosen to stay readable with colour-vision deficiencies and in
 #: greyscale (their lightness rises steadily). Ten stops each, as Plotly lists them.
@@ -213,6 +216,34 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, alpha: float = 0.5,
     return np.rint(img[..., :3].astype(np.float32) * (1 - a) + colours * a).astype(np.uint8)
 
 
+CAM_SIDE = 224   # side in pixels of a Grad-CAM picture: the photo's centre square, as the model saw it
+
+
+def cam_map(checkpoint: Checkpoint, image: np.ndarray, class_idx: int) -> np.ndarray:
+    """Grad-CAM of class_idx for one uint8 (H, W, 3) photo, preprocessed exactly like the run's
+    validation images (checkpoint.meta: size, mean, std). Returns (size, size) float32 in [0, 1]."""
+    from engine.models import preprocess_image
+
+    meta = checkpoint.meta
+    x = preprocess_image(image, int(meta["size"]), meta["mean"], meta["std"])   # (1, 3, S, S)
+    return grad_cam(checkpoint.model, x, class_idx)
+
+
+def cam_overlay(checkpoint: Checkpoint, image: np.ndarray, class_idx: int, *, alpha: float = 0.5,
+                cmap: str = "cividis", side: int = CAM_SIDE,
+                cam: np.ndarray | None = None) -> np.ndarray:
+    """The photo's centre square at side × side pixels with the Grad-CAM map of class_idx on top:
+    uint8 (side, side, 3).
+
+    cam: the map from cam_map, when the caller keeps it (the map costs a forward and a backward
+    pass; the colours and opacity can change without recomputing it)."""
+    from engine.data import resize_crop
+
+    if cam is None:
+        cam = cam_map(checkpoint, image, class_idx)
+    return overlay(resize_crop(image, side), cam, alpha=alpha, cmap=cmap)
+
+
 @torch.no_grad()
 def predict_files(model: nn.Module, paths: Sequence[str], label: int, *, size: int,
                   mean: Sequence[float], std: Sequence[float],
@@ -252,4 +283,4 @@ def predict_files(model: nn.Module, paths: Sequence[str], label: int, *, size: i
 
 __all__ = ["COLORMAPS", "InterpretError", "confusion_matrix", "row_normalise", "most_confused",
            "ClassScores", "class_scores", "top_losses", "default_cam_layer", "grad_cam", "colorize",
-           "overlay", "predict_files"]
+           "overlay", "CAM_SIDE", "cam_map", "cam_overlay", "predict_files"]

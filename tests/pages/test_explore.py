@@ -181,3 +181,16 @@ def test_a_run_on_shared_data_cannot_be_cleaned(tmp_path, monkeypatch):
     assert any("every user of this server shares" in i.value for i in at.info)
     assert at.button(key="explore.apply").disabled and at.button(key="explore.undo").disabled
     assert files(folder) == before
+
+
+def test_the_demo_button_makes_a_run_this_session_may_clean(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    at = app()
+    at.button(key=S.E_DEMO).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    from engine.runs import list_runs
+    (info,) = list_runs(OWNER)
+    assert at.selectbox(key=S.E_RUN).value == info.id
+    assert not any("every user of this server shares" in i.value for i in at.info)
+    assert all(not s.disabled for s in at.selectbox if str(s.key).startswith("explore.dec."))
+    assert next((tmp_path / "explore-demo").iterdir()).is_dir()

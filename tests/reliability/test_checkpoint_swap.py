@@ -10,7 +10,7 @@ import struct
 import torch
 from streamlit.testing.v1 import AppTest
 
-from engine import models as M
+from engine import models
 from tests.browser.conftest import ROOT
 from tests.reliability.test_html_names import data_root, make_run, make_set  # noqa: F401 (fixture)
 from ui import state as S
@@ -45,7 +45,7 @@ def test_a_damaged_checkpoint_leaves_the_held_model_as_it_was(data_root):  # noq
     }
     for what, content in damaged.items():
         if content is None:
-            meta = M.read_checkpoint_meta(path)
+            meta = models.read_checkpoint_meta(path)
             meta["arch"] = "resnet18"
             save_file(load_file(str(path)), str(path), metadata={"dllab": json.dumps(meta)})
         else:

@@ -9,8 +9,8 @@ import zipfile
 
 from streamlit.testing.v1 import AppTest
 
-from engine import train_job as TJ
 from engine.data import extract_zip
+from engine.paths import session_dir
 from tests.browser.conftest import ROOT
 from tests.reliability.test_html_names import make_run, make_set
 from ui import state as S
@@ -36,7 +36,7 @@ def test_a_second_session_sees_none_of_the_first_ones_data_or_runs(tmp_path, mon
         for f in sorted(source.rglob("*.png")):
             zf.write(f, f.relative_to(source).as_posix())
     buf.seek(0)
-    mine = extract_zip(buf, TJ.session_dir(ALICE) / "zip-mine")
+    mine = extract_zip(buf, session_dir(ALICE) / "zip-mine")
     run = make_run(mine, ALICE)
 
     # Bob: no folder to pick (uploads are not "folders on the server"), no run, nothing to explore.
