@@ -10,6 +10,7 @@ import plotly.io as pio
 
 from bench.common import median_time, print_rows, row
 from engine import sgd
+from ui import figures, sgd_figs
 
 STEPS = 1000
 FRAMES = 200
@@ -24,7 +25,7 @@ def run(repeat: int = 7) -> list[dict]:
 
     def trajectory_and_frames():
         res = sgd.fit(x, y, lr=0.1, steps=STEPS)
-        return sgd.animation_figure(x, y, res, max_frames=FRAMES)
+        return sgd_figs.animation_figure(x, y, res, max_frames=FRAMES)
 
     def as_sent():                  # what st.plotly_chart does with the page's prepared figure
         return pio.to_json(trajectory_and_frames(), validate=False)
@@ -58,8 +59,8 @@ def run(repeat: int = 7) -> list[dict]:
     for name, kw in cases.items():
         line_by_line = kw.pop("line_by_line", False)
         res = sgd.fit(x, y, lr=0.1, steps=STEPS, **kw)
-        fig = sgd.animation_figure(x, y, res, max_frames=FRAMES, line_by_line=line_by_line)
-        size = sgd.figure_json_size(fig)
+        fig = sgd_figs.animation_figure(x, y, res, max_frames=FRAMES, line_by_line=line_by_line)
+        size = figures.figure_json_size(fig)
         rows.append(row(f"SGD: {len(fig['frames'])}-frame figure JSON, {name}", size, "bytes",
                         baseline="2 MB limit", ratio=size / 2_000_000, target="< 2 MB"))
     return rows

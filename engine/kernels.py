@@ -367,7 +367,7 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
     Yields a LearnStep every `report_every` steps (and for the start and the last step).
     """
     import torch
-    import torch.nn.functional as F
+    from torch.nn import functional
 
     cfg = config or LearnConfig()
     if cfg.init not in ("zero", "random"):
@@ -376,7 +376,7 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
     target_np = apply_kernel(x_np, _check_kernel(target_kernel), border=cfg.border)
     lr = cfg.lr if cfg.lr is not None else cfg.lr_scale * safe_learning_rate(x_np)
     mode = {"zero": "constant", "reflect": "reflect", "replicate": "replicate"}[cfg.border]
-    x = F.pad(torch.from_numpy(x_np)[None, None], (1, 1, 1, 1), mode=mode)  # (1, 1, H+2, W+2)
+    x = functional.pad(torch.from_numpy(x_np)[None, None], (1, 1, 1, 1), mode=mode)  # (1, 1, H+2, W+2)
     target = torch.from_numpy(target_np)[None, None]                          # (1, 1, H, W)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = torch.zeros(1, 1, 3, 3) if cfg.init == "zero" else torch.randn(1, 1, 3, 3, generator=gen) * 0.5
@@ -384,7 +384,8 @@ def learn_kernel(image: np.ndarray, target_kernel: np.ndarray, config: LearnConf
     opt = torch.optim.SGD([weights], lr=lr, momentum=cfg.momentum)
 
     def loss_now() -> torch.Tensor:
-        return F.mse_loss(F.conv2d(x, weights), target)  # conv2d is cross-correlation, like ours
+        # conv2d is cross-correlation, like ours
+        return functional.mse_loss(functional.conv2d(x, weights), target)
 
     with torch.no_grad():
         first = float(loss_now())

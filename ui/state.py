@@ -40,6 +40,17 @@ K_LEARN_RUN = "kernels.learn_run"      # settings of the last requested learning
 H_DEVICE_POLLING = "home.device_polling"
 K_URL_LOADED = "kernels.url_loaded"
 K_IMAGE_ERROR = "kernels.image_error"
+K_UPLOAD = "kernels.upload"            # file uploader: the photo
+K_CAMERA = "kernels.camera"            # webcam photo
+K_ZOOM = "kernels.zoom"                # chart: enlarged pixels; its selection is the clicked pixel
+K_CHANNEL = "kernels.channel"          # radio: colour channel of the walkthrough
+K_PATCH_FIG = "kernels.patch"          # chart: the 3×3 patch around the pixel
+K_KERNEL_FIG = "kernels.kern"          # chart: the kernel beside it
+K_PRODUCTS_FIG = "kernels.prods"       # chart: the nine products
+K_BORDER_FIG = "kernels.border_{}"     # chart: the corner of the output with border rule <name>
+K_COLLAPSE_FIG = "kernels.collapse"    # chart: the 5×5 kernel two linear layers collapse into
+K_LEARN_GO = "kernels.learn_go"        # button: run gradient descent on the hidden kernel
+K_LEARN_FIG = "kernels.learn_fig"      # chart: the learned weights and the loss, animated
 
 # SGD ----------------------------------------------------------------------------------------------
 S_URL_LOADED = "sgd.url_loaded"
@@ -57,6 +68,11 @@ S_SURFACE3D = "sgd.surface3d"          # bool: also draw the loss surface in 3D
 S_LINE_BY_LINE = "sgd.line_by_line"    # bool: four animation frames per step, one per code line
 S_SPEED = "sgd.speed"                  # milliseconds per animation frame
 S_COMPARE = "sgd.compare"              # text: learning rates to compare, comma-separated
+S_PRESET = "sgd.preset.{}"             # button: preset <name> (spaces as underscores)
+S_ANIMATION = "sgd.animation"          # chart: the run, played in the browser
+S_SURFACE3D_FIG = "sgd.surface3d_chart"  # chart: the loss surface in 3D
+S_QUADRATIC_FIG = "sgd.quadratic"      # chart: three balls on f(w) = w²
+S_COMPARE_FIG = "sgd.compare_chart"    # chart: the compared learning rates
 
 # Session ------------------------------------------------------------------------------------------
 SESSION_OWNER = "session.owner"       # opaque token naming this browser session's jobs, data and runs
@@ -88,6 +104,36 @@ T_URL_LOADED = "train.url_loaded"
 T_LAST_RESULT = "train.last_result"    # dict: last finished job's summary, for the coach and tables
 T_LR_FIND = "train.lr_find"            # last LR-finder result as a dict (lrs, losses, suggestions)
 T_MODEL_STATE = "train.model_state"    # weights of the session's model between jobs (CPU tensors)
+T_CONSUMED = "train.consumed"          # id of the last job whose outcome the page took in
+T_JOB_ERROR = "train.job_error"        # sentence of the last failed (or unwatched, cancelled) job
+T_VERIFY = "train.verify"              # last image check: {"folder", "bad": [(path, reason)]}
+T_PRECOMPUTE_OFF = "train.precompute_off"  # the greyed precompute checkbox (while it cannot apply)
+T_VERIFY_BTN = "train.verify_btn"      # button: open every image of the data set
+T_QUARANTINE = "train.quarantine"      # button: move the unreadable files to quarantine
+T_PETS_DL = "train.pets_dl"            # button: download Oxford-IIIT Pet
+T_ZIP = "train.zip"                    # file uploader: a zip of class folders
+T_ZIP_USE = "train.zip_use"            # button: extract the uploaded zip and use it
+T_URL_N = "train.url_n"                # number of URL-list classes
+T_URL_NAME = "train.url_name{}"        # class name of URL list i
+T_URL_TEXT = "train.url_text{}"        # addresses of URL list i, one per line
+T_URL_FILES = "train.url_files"        # file uploader: urls_<class>.txt files
+T_URL_DL = "train.url_dl"              # button: download the URL lists
+T_DL_FAILED = "train.dl_failed"        # table of the addresses a download could not use
+T_DL_CANCEL = "train.dl_cancel"        # button: cancel the download
+T_COUNTS_FIG = "train.counts_fig"      # chart: images per class and split
+T_LR_FIND_BTN = "train.lr_find_btn"    # button: run the LR finder
+T_USE_LR = "train.use_{}"              # button: use the LR finder's suggestion <name>
+T_LR_LIVE_FIG = "train.lr_live_fig"    # chart: the LR finder's curve while it runs
+T_LR_CANCEL = "train.lr_cancel"        # button: cancel the LR finder
+T_START = "train.start"                # button: Train
+T_SCHED_FIG = "train.sched_fig"        # chart: the learning-rate schedule preview
+T_CANCEL = "train.cancel"              # button: cancel training
+T_LOSS_FIG = "train.loss_fig{}"        # chart: loss per batch ("" when finished, "_live" running)
+T_EPOCH_FIG = "train.epoch_fig{}"      # chart: losses and error rate per epoch (same suffixes)
+T_TABLE = "train.table{}"              # the epoch table (same suffixes)
+T_RUNS_TABLE = "train.runs_table"      # table of the session's saved runs
+T_RUN_PICK = "train.run_pick"          # selectbox: a saved run
+T_RUN_RELOAD = "train.run_reload"      # button: show the picked run's curves again
 
 # Explorer -----------------------------------------------------------------------------------------
 E_URL_LOADED = "explore.url_loaded"
@@ -102,13 +148,14 @@ E_ORDER = "explore.order"              # "largest" | "smallest" losses first
 E_CAM_ALPHA = "explore.cam_alpha"      # Grad-CAM overlay opacity, 0..1
 E_CMAP = "explore.cmap"                # "cividis" | "viridis"
 E_CAM_TILE = "explore.cam.{}"          # toggle: Grad-CAM on top-loss tile of item i
+E_CAMS = "explore.cams"                # {(run id, path, class): Grad-CAM map} computed this session
 E_MODEL = "explore.model"              # (run id, engine.models.Checkpoint) loaded for this session
 E_DECISIONS = "explore.decisions"      # {run id: {file path: "keep" | "delete" | "move:<class>"}}
 E_DECISION = "explore.dec.{}"          # selectbox of one image in the cleaner (hash of its path)
 E_CLEAN_SPLIT = "explore.clean_split"  # "valid" | "train"
 E_CLEAN_CLASS = "explore.clean_class"  # class folder shown in the cleaner
 E_CLEAN_N = "explore.clean_n"          # images shown per class in the cleaner
-E_TRAIN_LOSSES = "explore.train_losses"  # {(run id, class): (paths, losses, preds)} computed on demand
+E_TRAIN_LOSSES = "explore.train_losses"  # {(run id, class): [(path, loss, predicted class)]} scored on demand
 E_JOURNAL = "explore.journal"          # {run id: id of the last applied cleaning journal}
 E_CLEAN_MSG = "explore.clean_msg"      # ("success" | "error", sentence) after apply / undo
 E_RETRAIN = "explore.retrain_settings" # settings dict of the run to retrain (read by the Train page)
@@ -116,6 +163,17 @@ E_PRED_SOURCE = "explore.pred_source"  # "upload" | "webcam" | "valid"
 E_PRED_ITEM = "explore.pred_item"      # index of the validation image to predict
 E_PREDICTION = "explore.prediction"    # last prediction: dict (run, name, probs, seconds, cam)
 E_PRED_ERROR = "explore.pred_error"    # last upload error sentence
+E_DEMO = "explore.demo"                # button: make a quick demo run
+E_CELL_CLOSE = "explore.cell_close"    # button: close the images of a clicked matrix cell
+E_APPLY = "explore.apply"              # button: carry out the cleaner's decisions
+E_UNDO = "explore.undo"                # button: undo the last applied cleaning
+E_RETRAIN_GO = "explore.retrain"       # button: hand the run's settings to the Train page
+E_UPLOAD = "explore.upload"            # file uploader of the photo to predict
+E_CAMERA = "explore.camera"            # webcam photo to predict
+E_PROBS = "explore.probs"              # probability chart of the prediction
+E_DOWNLOAD = "explore.download"        # download button of the model zip
+E_CELL_IMAGES = "explore-cell-images"  # container of a clicked cell's images (CSS .st-key-<key>)
+E_CLEAN_GRID = "explore-cleaner-grid"  # container of the cleaner's images (CSS .st-key-<key>)
 
 
 def owner_token() -> str:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine import sgd
+from ui import figures, sgd_figs
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +196,9 @@ def test_frame_steps_keep_ends_and_limit():
 def test_animation_figure_is_small_and_plays_in_the_browser(data):
     x, y = data
     res = sgd.fit(x, y, lr=0.1, steps=1000, batch_size=5)
-    fig = sgd.animation_figure(x, y, res, max_frames=200)
+    fig = sgd_figs.animation_figure(x, y, res, max_frames=200)
     assert len(fig["frames"]) == 200
-    assert sgd.figure_json_size(fig) < 2_000_000
+    assert figures.figure_json_size(fig) < 2_000_000
     play = fig["layout"]["updatemenus"][0]["buttons"][0]
     assert play["method"] == "animate" and play["args"][1]["frame"]["redraw"] is False
     for frame in fig["frames"]:            # frames only touch scatter traces
@@ -210,7 +211,7 @@ def test_animation_figure_is_small_and_plays_in_the_browser(data):
     back = pio.from_json(text, skip_invalid=False)
     assert isinstance(back, go.Figure) and len(back.frames) == 200
     last = fig["frames"][-1]["data"][3]
-    assert np.allclose(sgd.decode_typed_array(last["x"])[-1], res.params[-1, 0], atol=1e-5)
+    assert np.allclose(figures.decode_typed_array(last["x"])[-1], res.params[-1, 0], atol=1e-5)
     assert fig["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
     assert fig["layout"]["images"][0]["layer"] == "below"
 
@@ -218,24 +219,57 @@ def test_animation_figure_is_small_and_plays_in_the_browser(data):
 def test_animation_of_a_diverged_run_is_clipped_and_finite(data):
     x, y = data
     res = sgd.fit(x, y, lr=5.0, steps=100)
-    fig = sgd.animation_figure(x, y, res, log_y=True)
+    fig = sgd_figs.animation_figure(x, y, res, log_y=True)
     assert len(fig["frames"]) == res.diverged_at + 1
     text = json.dumps(fig["frames"][-1]["data"][-1]["text"])
     assert f"diverged at step {res.diverged_at}" in text
     xr, yr = fig["layout"]["xaxis3"]["range"], fig["layout"]["yaxis3"]["range"]
     for frame in fig["frames"]:
-        px, py = (sgd.decode_typed_array(frame["data"][3][k]) for k in "xy")
+        px, py = (figures.decode_typed_array(frame["data"][3][k]) for k in "xy")
         assert np.all(np.isfinite(px)) and np.all(px >= xr[0] - 1e-4)
         assert np.all(px <= xr[1] + 1e-4) and np.all(py <= yr[1] + 1e-4)
-        assert np.all(np.isfinite(sgd.decode_typed_array(frame["data"][2]["y"])))
+        assert np.all(np.isfinite(figures.decode_typed_array(frame["data"][2]["y"])))
     assert all(np.isfinite(v) for v in fig["layout"]["yaxis2"]["range"])
 
 
 def test_line_by_line_frames_walk_through_the_code(data):
     x, y = data
     res = sgd.fit(x, y, lr=0.1, steps=100)
-    fig = sgd.animation_figure(x, y, res, line_by_line=True, max_frames=41)
-    highlighted = [int(-sgd.decode_typed_array(f["data"][6]["y"])[0]) for f in fig["frames"][:8]]
+    fig = sgd_figs.animation_figure(x, y, res, line_by_line=True, max_frames=41)
+    highlighted = [int(-figures.decode_typed_array(f["data"][6]["y"])[0]) for f in fig["frames"][:8]]
     assert highlighted == [1, 2, 3, 5, 1, 2, 3, 5]
     labels = [s["label"] for s in fig["layout"]["sliders"][0]["steps"][:4]]
     assert labels == ["1 · predict", "1 · loss", "1 · backward", "1 · update"]
+
+
+def test_critical_lr_is_two_over_the_steepest_curvature(data):
+    x, _ = data
+    lam = sgd.steepest_curvature(x)
+    assert lam == pytest.approx(float(np.linalg.eigvalsh(sgd.hessian(x)).max()), rel=1e-12)
+    assert sgd.critical_lr(x) == pytest.approx(2.0 / lam, rel=1e-12)
+    assert sgd.critical_lr(x, momentum=0.9) == pytest.approx(2.0 * 1.9 / lam, rel=1e-12)
+
+
+def test_parse_learning_rates_reads_two_to_four_rates():
+    assert sgd.parse_learning_rates("0.01, 0.1; 1") == [0.01, 0.1, 1.0]
+    assert sgd.parse_learning_rates(" 0.0001,10 ") == [1e-4, 10.0]
+    for text, words in [("0.1, fast", "“fast” is not a number"), ("0.1", "(got 1)"),
+                        ("0.1, 50", "50 is outside 0.0001 … 10"), ("0.1, nan", "outside"),
+                        ("1, 2, 3, 4, 5", "(got 5)")]:
+        with pytest.raises(sgd.SGDError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            sgd.parse_learning_rates(text)
+
+
+def test_engine_sgd_holds_maths_only():
+    """Figures are drawn in ui/sgd_figs.py: the engine module imports neither Plotly nor ui/."""
+    import ast
+    from pathlib import Path
+
+    source = Path(sgd.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"plotly", "ui", "streamlit", "PIL", "skimage"}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ui import state as S
+from ui import state
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "kernels.py")
 
@@ -19,7 +19,7 @@ def output_url(at: AppTest) -> str:
 
 
 def cells(at: AppTest) -> list[str]:
-    return [at.text_input(key=S.K_CELL.format(i)).value for i in range(9)]
+    return [at.text_input(key=state.K_CELL.format(i)).value for i in range(9)]
 
 
 @pytest.fixture
@@ -31,14 +31,14 @@ def at():
 
 
 def test_default_view_shows_top_sobel_on_chelsea(at):
-    assert at.selectbox(key=S.K_PRESET).value == "top sobel"
+    assert at.selectbox(key=state.K_PRESET).value == "top sobel"
     assert cells(at) == ["1", "2", "1", "0", "0", "0", "-1", "-2", "-1"]
     assert not at.error
 
 
 def test_choosing_a_preset_fills_the_grid_and_changes_the_output(at):
     before = output_url(at)
-    at.selectbox(key=S.K_PRESET).select("blur").run()
+    at.selectbox(key=state.K_PRESET).select("blur").run()
     assert not at.exception
     assert cells(at) == ["1/16", "2/16", "1/16", "2/16", "4/16", "2/16", "1/16", "2/16", "1/16"]
     assert output_url(at) != before
@@ -46,39 +46,39 @@ def test_choosing_a_preset_fills_the_grid_and_changes_the_output(at):
 
 def test_editing_a_cell_turns_the_preset_custom_and_changes_output(at):
     before = output_url(at)
-    at.text_input(key=S.K_CELL.format(4)).input("3").run()
-    assert at.selectbox(key=S.K_PRESET).value == "custom"
+    at.text_input(key=state.K_CELL.format(4)).input("3").run()
+    assert at.selectbox(key=state.K_PRESET).value == "custom"
     assert output_url(at) != before
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "nan", "inf", "1/0"])
 def test_invalid_cell_shows_error_and_keeps_last_output(at, bad):
     before = output_url(at)
-    at.text_input(key=S.K_CELL.format(0)).input(bad).run()
+    at.text_input(key=state.K_CELL.format(0)).input(bad).run()
     assert not at.exception
     assert at.error and "last valid kernel" in at.error[0].value
     assert "Row 1, column 1" in at.error[0].value
     assert output_url(at) == before
-    at.text_input(key=S.K_CELL.format(0)).input("5").run()   # fixing the cell recovers
+    at.text_input(key=state.K_CELL.format(0)).input("5").run()   # fixing the cell recovers
     assert not at.error and output_url(at) != before
 
 
 def test_display_relu_border_grey_options_change_output(at):
     urls = {output_url(at)}
-    at.toggle(key=S.K_RELU).set_value(True).run()      # diverging: the blue half turns white
+    at.toggle(key=state.K_RELU).set_value(True).run()      # diverging: the blue half turns white
     urls.add(output_url(at))
-    at.selectbox(key=S.K_DISPLAY).select("clip").run()
+    at.selectbox(key=state.K_DISPLAY).select("clip").run()
     urls.add(output_url(at))
-    at.toggle(key=S.K_GREY).set_value(False).run()
+    at.toggle(key=state.K_GREY).set_value(False).run()
     urls.add(output_url(at))
-    at.radio(key=S.K_BORDER).set_value("replicate").run()
+    at.radio(key=state.K_BORDER).set_value("replicate").run()
     urls.add(output_url(at))
     assert len(urls) == 5 and not at.exception
 
 
 def test_walkthrough_sum_matches_output_value(at):
-    at.number_input(key=S.K_PX).set_value(100).run()
-    at.number_input(key=S.K_PY).set_value(80).run()
+    at.number_input(key=state.K_PX).set_value(100).run()
+    at.number_input(key=state.K_PY).set_value(80).run()
     text = " ".join(m.value for m in at.markdown)
     caption = " ".join(c.value for c in at.caption)
     total = text.split("= **")[1].split("**")[0]
@@ -93,12 +93,12 @@ def test_url_state_reproduces_a_view():
     app.run()
     assert not app.exception
     assert cells(app) == ["0", "1/2", "0", "0", "0", "0", "0", "-1/2", "0"]
-    assert app.selectbox(key=S.K_SAMPLE).value == "camera"
-    assert app.selectbox(key=S.K_DISPLAY).value == "abs"
-    assert app.toggle(key=S.K_RELU).value is True
-    assert app.radio(key=S.K_BORDER).value == "reflect"
-    assert app.number_input(key=S.K_PX).value == 10 and app.number_input(key=S.K_PY).value == 12
-    assert app.selectbox(key=S.K_HIDDEN).value == "emboss"
+    assert app.selectbox(key=state.K_SAMPLE).value == "camera"
+    assert app.selectbox(key=state.K_DISPLAY).value == "abs"
+    assert app.toggle(key=state.K_RELU).value is True
+    assert app.radio(key=state.K_BORDER).value == "reflect"
+    assert app.number_input(key=state.K_PX).value == 10 and app.number_input(key=state.K_PY).value == 12
+    assert app.selectbox(key=state.K_HIDDEN).value == "emboss"
 
 
 def test_bad_url_values_are_ignored_with_a_warning():
@@ -106,12 +106,12 @@ def test_bad_url_values_are_ignored_with_a_warning():
     app.query_params.update({"preset": "<script>", "border": "wrap", "k": "1,2"})
     app.run()
     assert not app.exception
-    assert app.selectbox(key=S.K_PRESET).value == "top sobel"
+    assert app.selectbox(key=state.K_PRESET).value == "top sobel"
     assert len(app.warning) == 3
 
 
 def test_learning_runs_on_request_and_reports_convergence(at):
-    at.selectbox(key=S.K_HIDDEN).select("right sobel").run()
+    at.selectbox(key=state.K_HIDDEN).select("right sobel").run()
     assert any("Press" in i.value for i in at.info)
     at.button(key="kernels.learn_go").click().run()
     assert not at.exception
@@ -121,7 +121,7 @@ def test_learning_runs_on_request_and_reports_convergence(at):
 
 
 def test_too_large_learning_rate_reports_divergence(at):
-    at.radio(key=S.K_LEARN_RULE).set_value("plain").run()
-    at.select_slider(key=S.K_LEARN_LR).set_value(2.2).run()
+    at.radio(key=state.K_LEARN_RULE).set_value("plain").run()
+    at.select_slider(key=state.K_LEARN_LR).set_value(2.2).run()
     at.button(key="kernels.learn_go").click().run()
     assert at.error and "Diverged at step" in at.error[0].value

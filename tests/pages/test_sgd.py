@@ -121,3 +121,10 @@ def test_bad_link_values_are_reported_and_ignored():
     warnings = _texts(app, "warning")
     assert "“lr” was ignored" in warnings and "“opt” was ignored" in warnings
     assert app.select_slider(key="sgd.lr").value == 0.1
+
+
+def test_the_slider_offers_exactly_the_rates_the_comparison_accepts():
+    from ui.sgd_controls import LR_GRID
+
+    assert (LR_GRID[0], LR_GRID[-1]) == sgd.LR_RANGE
+    assert sgd.parse_learning_rates(f"{LR_GRID[0]}, {LR_GRID[-1]}") == list(sgd.LR_RANGE)
