@@ -146,17 +146,7 @@ def test_slide_stops_where_the_gradient_flattens():
     assert slide(LOG_LRS, losses, adjust_value=0.5) == LOG_LRS[9] * 0.5
 
 
-def test_rules_equal_fastai_on_a_float32_curve():
-    # Expected values computed with fastai 2.8.12's valley/slide/minimum/steep on the same float32
-    # tensors (as its lr_find builds them), in a scratch script outside this repository.
-    x = np.linspace(0, 1, 85)
-    lrs = (1e-6 * 1e6 ** x).astype(np.float32)
-    losses = (2.3 - 1.6 / (1 + np.exp(-(x - 0.45) * 12)) + 0.05 * np.sin(37 * x)
-              + np.exp((x - 0.95) * 25)).astype(np.float32)
-    assert valley(lrs, losses) == 0.0008483428973704576
-    assert slide(lrs, losses) == 0.000227584590902552
-    assert minimum(lrs, losses) == 0.006105402112007141
-    assert steep(lrs, losses) == 0.0003162277571391314
+# fastai's own numbers for the four rules: tests/engine/test_fastai_reference.py.
 
 
 def test_trim_drops_ends_and_cuts_at_the_first_nan():
