@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 from engine.runs import DEMO_DIR, RunInfo, demo_prefix
+from engine.settings import RunSettings
 
-DEMO_ARCH = "simple_cnn"    # the small CNN: no download, trains on a CPU in seconds
-DEMO_SIZE = 16              # image side in pixels (the digits are 8×8)
-DEMO_BS = 32                # batch size
-DEMO_LR = 1e-2              # peak learning rate of the one-cycle schedule
-DEMO_SEED = 42              # seed of the validation split (the weights use seed 0)
-DEMO_VALID_PCT = 0.2        # share of the copy held out for validation
+#: The demo's settings: the small CNN (no download, seconds on a CPU) on 16 px digits.
+DEMO_SETTINGS = RunSettings(data_name="digits demo", arch="simple_cnn", pretrained=False, size=16,
+                            bs=32, lr=1e-2, seed=42, valid_pct=0.2, flip=False,
+                            method="fit_one_cycle", device="cpu")
+DEMO_WEIGHT_SEED = 0        # the initial weights' seed (the split uses DEMO_SETTINGS.seed)
 
 
 def copy_demo_digits(owner: str, per_class: int) -> Path:
@@ -38,25 +38,20 @@ def copy_demo_digits(owner: str, per_class: int) -> Path:
 def make_demo_run(owner: str, per_class: int = 30, epochs: int = 3) -> RunInfo:
     """Train a small CNN on `per_class` digits of each class for `epochs` epochs and save it as a
     finished run of `owner`; returns its RunInfo. Runs on the CPU, whatever the server has."""
-    import torch
-
-    from engine.data import DataConfig, build_dataloaders
+    from engine.data import build_dataloaders
+    from engine.device import seed_everything
     from engine.models import create_model
     from engine.runs import save_run
     from engine.training import Learner
 
-    dest = copy_demo_digits(owner, per_class)
-    torch.manual_seed(0)
-    dls = build_dataloaders(dest, DataConfig(size=DEMO_SIZE, bs=DEMO_BS, valid_pct=DEMO_VALID_PCT,
-                                                 flip=False, seed=DEMO_SEED))
-    learn = Learner(create_model(DEMO_ARCH, len(dls.classes), pretrained=False), dls,
-                    device="cpu", seed=0)
-    learn.fit_one_cycle(epochs, DEMO_LR)
-    settings = {"source": "folder", "folder": str(dest), "arch": DEMO_ARCH, "pretrained": False,
-                "size": DEMO_SIZE, "bs": DEMO_BS, "valid_pct": DEMO_VALID_PCT, "seed": DEMO_SEED,
-                "method": "fit_one_cycle", "epochs": epochs, "lr": DEMO_LR}
-    return save_run(learn, owner=owner, data_name="digits demo", settings=settings,
+    s = DEMO_SETTINGS.with_(folder=str(copy_demo_digits(owner, per_class)), epochs=epochs)
+    seed_everything(DEMO_WEIGHT_SEED)
+    dls = build_dataloaders(s.folder, s.data_config())
+    learn = Learner(create_model(s.arch, len(dls.classes), pretrained=False), dls,
+                    device=s.device, seed=DEMO_WEIGHT_SEED)
+    learn.fit_settings(s)
+    return save_run(learn, owner=owner, data_name=s.data_name, settings=s.to_dict(),
                     history={"epochs": learn.history}, status="done")
 
 
-__all__ = ["make_demo_run", "copy_demo_digits"]
+__all__ = ["DEMO_SETTINGS", "make_demo_run", "copy_demo_digits"]

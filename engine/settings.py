@@ -86,6 +86,12 @@ class RunSettings:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def data_config(self) -> Any:
+        """The data-loading part (engine.data.DataConfig), imported only when asked for."""
+        from engine.data.config import DataConfig
+        return DataConfig(size=self.size, bs=self.bs, valid_pct=self.valid_pct, seed=self.seed,
+                          augment=self.augment, flip=self.flip)
+
     @property
     def uses_pretrained(self) -> bool:
         """Pretrained weights are asked for and the architecture has them."""

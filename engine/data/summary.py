@@ -25,13 +25,11 @@ def preview_batch(s: RunSettings, *, augment: bool, n: int = 16, seed: int = 0) 
     n files (so a large photo set previews at once); uint8 (H, W, 3)."""
     import torch
 
-    from engine.data.config import DataConfig
     from engine.data.grids import grid_image
     from engine.data.items import load_items
     from engine.data.loaders import decode_items
     from engine.data.transforms import denormalize, train_transforms, valid_transforms
-    cfg = DataConfig(size=s.size, bs=s.bs, valid_pct=s.valid_pct, seed=s.seed,
-                     augment=s.augment, flip=s.flip)
+    cfg = s.data_config()
     items = load_items(s.folder, valid_pct=s.valid_pct, seed=s.seed)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(items.train), size=min(n, len(items.train)), replace=False)

@@ -20,13 +20,6 @@ from engine.events import LRFindResultDict, PrecomputeRecord, TrainResult
 from engine.settings import RunSettings, precompute_reason
 
 
-def data_config(s: RunSettings) -> Any:
-    """The data-loading part of the settings, as engine.data takes it."""
-    from engine.data import DataConfig
-    return DataConfig(size=s.size, bs=s.bs, valid_pct=s.valid_pct, seed=s.seed, augment=s.augment,
-                      flip=s.flip)
-
-
 def build_learner(s: RunSettings, *, on_event: Any = None, should_stop: Any = None,
                   progress: Any = None, between: Any = None, for_lr_find: bool = False) -> Any:
     """Data loaders, model (fresh, or a saved run's to continue) and the Learner, as s describes.
@@ -44,7 +37,7 @@ def build_learner(s: RunSettings, *, on_event: Any = None, should_stop: Any = No
     emit = on_event or (lambda kind, **e: None)
     device = default_device(s.device)
     emit("stage", message="Reading the images")
-    dls = build_dataloaders(s.folder, data_config(s), device=device.type, progress=progress)
+    dls = build_dataloaders(s.folder, s.data_config(), device=device.type, progress=progress)
     if between is not None:
         between()
     emit("stage", message="Building the model")
@@ -195,4 +188,4 @@ def eta(fraction: float, elapsed: float) -> float | None:
     return max(0.0, elapsed * (1 - fraction) / fraction)
 
 
-__all__ = ["data_config", "build_learner", "lr_find_job", "train_job", "live_message", "eta"]
+__all__ = ["build_learner", "lr_find_job", "train_job", "live_message", "eta"]
