@@ -101,14 +101,8 @@ EVENT_KINDS: dict[str, type] = {
 
 # -- job results ---------------------------------------------------------------------------------
 
-class LRFindResultDict(TypedDict):
-    kind: Literal["lr_find"]
-    lrs: list[float]
-    losses: list[float]
-    suggestions: dict[str, Optional[float]]
-    stopped_early: bool
-    cancelled: bool
-    precompute: PrecomputeRecord
+#: The LR-finder job's result: the lr_found event's fields, with kind "lr_find".
+LRFindResultDict = LRFound
 
 
 class TrainResult(TypedDict, total=False):
