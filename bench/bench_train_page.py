@@ -1,6 +1,6 @@
 """Training throughput with the Train page open and drawing, against the same training without it.
 
-Baseline: engine.train_job.train_job in this process with no page (the code path of
+Baseline: engine.jobs.run_jobs.train_job in this process with no page (the code path of
 `python -m engine.train`: Learner.fit_one_cycle on the same loaders). Page: a real `streamlit run`
 with Chromium showing /train while the same settings train, redrawing every second. Throughput is
 training images per second over the epochs' own timers (training + validation, as in the epoch
@@ -31,14 +31,17 @@ def _images_per_s(epochs: list[dict], n_train: int) -> float:
 
 
 def baseline(folder: str, repeat: int) -> tuple[float, int]:
+    from engine.data.summary import class_counts
     from engine.jobs import JobRunner
-    from engine.train_job import TrainSpec, class_counts, train_job
+    from engine.jobs.run_jobs import train_job
+    from engine.settings import RunSettings
 
     n_train = sum(class_counts(folder)["train"])
     runner = JobRunner()
     rates = []
     for _ in range(repeat):
-        job = runner.submit("bench", train_job, TrainSpec(folder=folder, epochs=EPOCHS, owner=""))
+        # owner "" (positional: submit takes its own owner=): nothing is saved
+        job = runner.submit("bench", train_job, RunSettings(folder=folder, epochs=EPOCHS), "")
         job.wait()
         rates.append(_images_per_s(job.result["epochs"], n_train))
     runner.shutdown()

@@ -19,7 +19,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.browser.conftest import ROOT, wait_for_app_idle
-from ui import state as S
+from ui import state
 from ui.figures import plotly_text, plotly_texts
 from ui.train_figs import counts_figure
 
@@ -126,9 +126,9 @@ def charts(at: AppTest) -> dict[str, dict]:
 def test_train_page_shows_html_class_names_as_text(data_root):
     make_set(data_root)
     at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
-    at.radio(key=S.T_SOURCE).set_value("folder").run()
+    at.radio(key=state.T_SOURCE).set_value("folder").run()
     assert not at.exception, at.exception
-    assert at.selectbox(key=S.T_FOLDER).value == SET
+    assert at.selectbox(key=state.T_FOLDER).value == SET
     counts = next(s for s in charts(at).values() if "Images per class" in json.dumps(s))
     assert [plotly_decode(x) for x in counts["data"][0]["x"]] == CLASSES
     for spec in charts(at).values():
@@ -138,7 +138,7 @@ def test_train_page_shows_html_class_names_as_text(data_root):
 
 def test_url_lists_holding_html_give_a_plain_text_summary(data_root):
     at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
-    at.radio(key=S.T_SOURCE).set_value("urls").run()
+    at.radio(key=state.T_SOURCE).set_value("urls").run()
     at.text_input(key="train.url_name0").set_value(IMG)
     at.text_input(key="train.url_name1").set_value("<b>bold</b>")
     # Refused before any connection: loopback, a javascript: URL, a tag in place of a host.
@@ -177,7 +177,7 @@ def test_explorer_shows_html_class_and_file_names_as_text(data_root):
     folder = make_set(data_root)
     make_run(folder, owner)
     at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=120)
-    at.session_state[S.SESSION_OWNER] = owner
+    at.session_state[state.SESSION_OWNER] = owner
     at.run()
     assert not at.exception, at.exception
     specs = charts(at)
@@ -248,7 +248,7 @@ def test_html_names_render_as_text_in_chromium(server, page, monkeypatch):
     assert any(SET in t for t in selectbox_texts(page))
 
     # A run of that set for this browser's owner (the cookie every page sets), then the Explorer.
-    owner = next(c["value"] for c in page.context.cookies() if c["name"] == S.OWNER_COOKIE)
+    owner = next(c["value"] for c in page.context.cookies() if c["name"] == state.OWNER_COOKIE)
     monkeypatch.setenv("DLLAB_DATA", str(data))
     make_run(folder, owner)
     page.goto(f"{base}/explore")

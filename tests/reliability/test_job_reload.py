@@ -16,9 +16,9 @@ from playwright.sync_api import Error as PlaywrightError
 from streamlit.testing.v1 import AppTest
 
 from tests.browser.conftest import ROOT, wait_for_app_idle
-from ui import state as S
+from ui import state
 
-OWNER = S.OWNER_COOKIE
+OWNER = state.OWNER_COOKIE
 
 
 def owner_cookie(context) -> dict | None:
@@ -71,15 +71,15 @@ def epoch_shown(pg) -> int:
 def test_the_prologue_sends_a_strict_cookie_script_only_while_the_browser_lacks_it():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
-    token = at.session_state[S.SESSION_OWNER]
+    token = at.session_state[state.SESSION_OWNER]
     bodies = [h.proto.body for h in at.get("html")]
     assert len(bodies) == 1 and bodies[0].count(token) == 1
     for part in (f"{OWNER}={token}", "path=/", "SameSite=Strict", "display: none"):
         assert part in bodies[0]
     # A forged cookie can never reach the script: only the generator's alphabet and length pass.
-    assert S._well_formed(token)
+    assert state._well_formed(token)
     for bad in ("x'; alert(1); '", "<script>", "a" * 21, "a" * 23, None, 7):
-        assert not S._well_formed(bad)
+        assert not state._well_formed(bad)
 
 
 @pytest.mark.browser
@@ -95,7 +95,7 @@ def test_every_page_keeps_the_owner_in_a_strict_cookie(server, browser, path):
         wait_for_app_idle(pg, 90_000)
         pg.wait_for_function(f"() => document.cookie.includes('{OWNER}=')", timeout=15_000)
         cookie = owner_cookie(context)
-        assert S._well_formed(cookie["value"])
+        assert state._well_formed(cookie["value"])
         assert (cookie["sameSite"], cookie["path"], cookie["httpOnly"]) == ("Strict", "/", False)
         assert cookie["expires"] > time.time() + 29 * 24 * 3600
         # The element that set it takes no room on the page.

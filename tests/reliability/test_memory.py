@@ -19,7 +19,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from ui import state as S
+from ui import state
 
 PAGES = Path(__file__).resolve().parents[2] / "pages"
 SESSIONS = 50
@@ -38,15 +38,15 @@ def one_session(i: int) -> int:
     kernels = AppTest.from_file(str(PAGES / "kernels.py"), default_timeout=60)
     kernels.run()
     photo = np.random.default_rng(i).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    kernels.session_state[S.K_SOURCE] = "upload"
-    kernels.session_state[S.K_IMAGE] = photo
-    kernels.session_state[S.K_IMAGE_NAME] = f"upload-{i}.png"
+    kernels.session_state[state.K_SOURCE] = "upload"
+    kernels.session_state[state.K_IMAGE] = photo
+    kernels.session_state[state.K_IMAGE_NAME] = f"upload-{i}.png"
     kernels.run()
     assert not kernels.exception, kernels.exception
     assert any(el.proto.imgs[0].caption.startswith(f"input — upload-{i}.png")
                for el in kernels.get("image"))
     sgd = AppTest.from_file(str(PAGES / "sgd.py"), default_timeout=60)
-    sgd.session_state[S.S_SEED] = i
+    sgd.session_state[state.S_SEED] = i
     sgd.run()
     assert not sgd.exception, sgd.exception
     return photo.nbytes
