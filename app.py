@@ -13,7 +13,7 @@ import streamlit as st
 
 # engine is imported first: it sets OMP_WAIT_POLICY before anything loads torch
 from engine.system import library_versions, start_memory_sweeper, warm_imports
-from ui import state as S
+from ui import state
 
 st.set_page_config(page_title="Deep Learning Lab", page_icon=":material/science:", layout="wide")
 
@@ -101,11 +101,11 @@ def home() -> None:
 def _device_panel() -> None:
     future = _device_future()
     if not future.done():
-        st.session_state[S.H_DEVICE_POLLING] = True
+        st.session_state[state.H_DEVICE_POLLING] = True
         st.info("Compute device: checking (PyTorch is still loading in the background)…")
         return
-    if st.session_state.get(S.H_DEVICE_POLLING):
-        st.session_state[S.H_DEVICE_POLLING] = False
+    if st.session_state.get(state.H_DEVICE_POLLING):
+        st.session_state[state.H_DEVICE_POLLING] = False
         st.rerun()  # redraw the page once so the panel stops polling
     try:
         st.success(f"Compute device: {future.result()['label']}")
@@ -123,7 +123,7 @@ def main() -> None:
         if os.path.exists(path):
             pages.append(st.Page(path, title=title, icon=icon))
     page = st.navigation(pages)
-    S.persist_owner_cookie()  # every page: a reload keeps this browser's jobs, uploads and runs
+    state.persist_owner_cookie()  # every page: a reload keeps this browser's jobs, uploads and runs
     timing_log = os.environ.get("DLLAB_TIMING_LOG")
     if not timing_log:
         page.run()

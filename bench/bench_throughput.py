@@ -117,13 +117,13 @@ def _worker_plain(w: Work, workers: int) -> dict:
     import torchvision
     from torch import nn
     from torch.utils.data import DataLoader, Subset
-    from torchvision import transforms as T
+    from torchvision import transforms
 
     t0 = time.perf_counter()
-    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    base = [T.Resize(w.size), T.CenterCrop(w.size)]
-    train_tf = T.Compose(base + ([T.RandomHorizontalFlip()] if w.flip else []) + [T.ToTensor(), norm])
-    valid_tf = T.Compose(base + [T.ToTensor(), norm])
+    norm = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    base = [transforms.Resize(w.size), transforms.CenterCrop(w.size)]
+    train_tf = transforms.Compose(base + ([transforms.RandomHorizontalFlip()] if w.flip else []) + [transforms.ToTensor(), norm])
+    valid_tf = transforms.Compose(base + [transforms.ToTensor(), norm])
     train_all = torchvision.datasets.ImageFolder(w.folder, transform=train_tf)
     valid_all = torchvision.datasets.ImageFolder(w.folder, transform=valid_tf)
     n = len(train_all)

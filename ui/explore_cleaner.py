@@ -10,7 +10,7 @@ import streamlit as st
 
 from engine import cleaner, interpret
 from engine.runs import Run, owns_data
-from ui import state as S
+from ui import state
 from ui.explore_common import ENGINE_ERRORS, GRID, THUMB, checkpoint, md, thumb
 
 TRAIN_CAP = 300             # most training images of one class scored for the cleaner
@@ -18,7 +18,7 @@ Row = tuple[str, float, int]   # (path, loss, predicted class)
 
 
 def _decisions(run: Run) -> dict[str, str]:
-    return st.session_state[S.E_DECISIONS].setdefault(run.info.id, {})
+    return st.session_state[state.E_DECISIONS].setdefault(run.info.id, {})
 
 
 def _on_decision(run_id: str, path: str, key: str) -> None:
@@ -26,13 +26,13 @@ def _on_decision(run_id: str, path: str, key: str) -> None:
     # once; such an echo has nothing to record.
     value = st.session_state.get(key)
     if value is not None:
-        st.session_state[S.E_DECISIONS].setdefault(run_id, {})[path] = value
+        st.session_state[state.E_DECISIONS].setdefault(run_id, {})[path] = value
 
 
 def _forget_choices(run: Run) -> None:
-    st.session_state[S.E_DECISIONS][run.info.id] = {}
-    st.session_state[S.E_TRAIN_LOSSES] = {}
-    prefix = S.E_DECISION.format("")
+    st.session_state[state.E_DECISIONS][run.info.id] = {}
+    st.session_state[state.E_TRAIN_LOSSES] = {}
+    prefix = state.E_DECISION.format("")
     for key in [k for k in st.session_state if str(k).startswith(prefix)]:
         del st.session_state[key]
 
@@ -45,7 +45,7 @@ def cleaner_items(run: Run, root: Path, split: str, cls: int) -> list[Row]:
         idx = np.flatnonzero(run.targets == cls)
         rows = [(run.items[i][0], float(run.losses[i]), int(run.probs[i].argmax())) for i in idx]
     else:
-        cache = st.session_state[S.E_TRAIN_LOSSES]
+        cache = st.session_state[state.E_TRAIN_LOSSES]
         key = (run.info.id, cls)
         if key not in cache:
             files = cleaner.training_files(root, run.classes[cls], exclude=[p for p, _ in run.items])
@@ -60,13 +60,13 @@ def cleaner_items(run: Run, root: Path, split: str, cls: int) -> list[Row]:
 
 
 def _decision_grid(run: Run, rows: list[Row], cls_name: str, n_show: int, read_only: bool) -> None:
-    """A thumbnail and a decision box per image; choices go to S.E_DECISIONS as they are made."""
+    """A thumbnail and a decision box per image; choices go to state.E_DECISIONS as they are made."""
     decisions = _decisions(run)
     options = [cleaner.KEEP, cleaner.DELETE] + [cleaner.relabel(c) for c in run.classes
                                                 if c != cls_name]
     fmt = {cleaner.KEEP: "keep", cleaner.DELETE: "delete (quarantine)",
            **{cleaner.relabel(c): f"move to {c}" for c in run.classes}}
-    with st.container(key=S.E_CLEAN_GRID):
+    with st.container(key=state.E_CLEAN_GRID):
         for start in range(0, min(len(rows), n_show), GRID):
             cols = st.columns(GRID)
             for col, (path, loss, pred) in zip(cols, rows[start:start + GRID]):
@@ -76,7 +76,7 @@ def _decision_grid(run: Run, rows: list[Row], cls_name: str, n_show: int, read_o
                         st.image(picture, width=THUMB)
                     st.caption(f"{md(Path(path).name)} · loss {max(loss, 0.0):.3f} · predicted "
                                f"**{md(run.classes[pred])}**")
-                    key = S.E_DECISION.format(hashlib.sha1(path.encode()).hexdigest()[:16])
+                    key = state.E_DECISION.format(hashlib.sha1(path.encode()).hexdigest()[:16])
                     if key not in st.session_state or st.session_state[key] not in options:
                         chosen = decisions.get(path, cleaner.KEEP)
                         st.session_state[key] = chosen if chosen in options else cleaner.KEEP
@@ -90,11 +90,11 @@ def _apply(run: Run, root: Path, owner: str, pending: dict[str, str]) -> None:
         journal = cleaner.apply_decisions(root, pending, classes=run.classes, owner=owner,
                                           run_owner=run.info.owner, run_id=run.info.id)
     except cleaner.CleanError as exc:
-        st.session_state[S.E_CLEAN_MSG] = ("error", str(exc))
+        st.session_state[state.E_CLEAN_MSG] = ("error", str(exc))
     else:
-        st.session_state[S.E_JOURNAL][run.info.id] = journal.id
+        st.session_state[state.E_JOURNAL][run.info.id] = journal.id
         _forget_choices(run)
-        st.session_state[S.E_CLEAN_MSG] = ("success", f"Applied: {journal.summary()} Deleted "
+        st.session_state[state.E_CLEAN_MSG] = ("success", f"Applied: {journal.summary()} Deleted "
                                            "files are in a quarantine folder; Undo brings every "
                                            "file back.")
     st.rerun()
@@ -104,18 +104,18 @@ def _undo(run: Run, owner: str, journal_id: str) -> None:
     try:
         journal = cleaner.undo(journal_id, owner=owner)
     except cleaner.CleanError as exc:
-        st.session_state[S.E_CLEAN_MSG] = ("error", str(exc))
+        st.session_state[state.E_CLEAN_MSG] = ("error", str(exc))
     else:
-        st.session_state[S.E_JOURNAL].pop(run.info.id, None)
-        st.session_state[S.E_TRAIN_LOSSES] = {}
-        st.session_state[S.E_CLEAN_MSG] = ("success", f"Undone: every file is back where it "
+        st.session_state[state.E_JOURNAL].pop(run.info.id, None)
+        st.session_state[state.E_TRAIN_LOSSES] = {}
+        st.session_state[state.E_CLEAN_MSG] = ("success", f"Undone: every file is back where it "
                                            f"was ({len(journal.moves)} moved back).")
     st.rerun()
 
 
 def _retrain(run: Run, root: Path) -> None:
     # The Train page reads this settings dict (its shape is the Train page's contract).
-    st.session_state[S.E_RETRAIN] = {**run.settings, "arch": run.info.arch,
+    st.session_state[state.E_RETRAIN] = {**run.settings, "arch": run.info.arch,
                                      "data": run.info.data, "data_folder": str(root),
                                      "from_run": run.info.id}
     try:
@@ -143,16 +143,16 @@ def clean_section(run: Run, owner: str, read_only: bool) -> None:
         st.info("This run was trained on a data set every user of this server shares, so it cannot "
                 "be cleaned here: a change would reach everyone. Upload your own copy as a zip on "
                 "the Train page (or make a demo run) to clean it.")
-    msg = st.session_state.pop(S.E_CLEAN_MSG, None)
+    msg = st.session_state.pop(state.E_CLEAN_MSG, None)
     if msg:
         (st.success if msg[0] == "success" else st.error)(msg[1])
     c = st.columns([1, 2, 1])
-    split = c[0].radio("Side", ["valid", "train"], key=S.E_CLEAN_SPLIT, horizontal=True,
+    split = c[0].radio("Side", ["valid", "train"], key=state.E_CLEAN_SPLIT, horizontal=True,
                        format_func={"valid": "validation", "train": "training"}.get)
-    if S.get(S.E_CLEAN_CLASS) not in run.classes:
-        S.set_value(S.E_CLEAN_CLASS, run.classes[0])
-    cls_name = c[1].selectbox("Class folder", run.classes, key=S.E_CLEAN_CLASS)
-    n_show = c[2].number_input("Images shown", 4, 96, step=4, key=S.E_CLEAN_N)
+    if state.get(state.E_CLEAN_CLASS) not in run.classes:
+        state.set_value(state.E_CLEAN_CLASS, run.classes[0])
+    cls_name = c[1].selectbox("Class folder", run.classes, key=state.E_CLEAN_CLASS)
+    n_show = c[2].number_input("Images shown", 4, 96, step=4, key=state.E_CLEAN_N)
     try:
         rows = cleaner_items(run, root, split, run.classes.index(cls_name))
     except ENGINE_ERRORS as exc:
@@ -166,11 +166,11 @@ def clean_section(run: Run, owner: str, read_only: bool) -> None:
              f"({sum(d == cleaner.DELETE for d in pending.values())} to delete, "
              f"{sum(d.startswith(cleaner.MOVE) for d in pending.values())} to move).")
     b = st.columns([1, 1, 2])
-    if b[0].button("Apply", type="primary", key=S.E_APPLY, disabled=read_only or not pending):
+    if b[0].button("Apply", type="primary", key=state.E_APPLY, disabled=read_only or not pending):
         _apply(run, root, owner, pending)
-    journal_id = st.session_state[S.E_JOURNAL].get(run.info.id)
-    if b[1].button("Undo", key=S.E_UNDO, disabled=read_only or not journal_id):
+    journal_id = st.session_state[state.E_JOURNAL].get(run.info.id)
+    if b[1].button("Undo", key=state.E_UNDO, disabled=read_only or not journal_id):
         _undo(run, owner, journal_id)
-    if b[2].button("Retrain with the cleaned data", key=S.E_RETRAIN_GO, disabled=read_only):
+    if b[2].button("Retrain with the cleaned data", key=state.E_RETRAIN_GO, disabled=read_only):
         _retrain(run, root)
     st.caption(f"Data folder: {md(root)}")

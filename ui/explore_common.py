@@ -15,7 +15,7 @@ from engine.data import DataError
 from engine.images import ImageError, encode_jpeg, load_image, resize_to_fit
 from engine.models import Checkpoint, CheckpointError
 from engine.runs import Run, RunError
-from ui import state as S
+from ui import state
 
 THUMB = 168                 # side of a thumbnail on the page, pixels
 GRID = 4                    # tiles per row
@@ -33,10 +33,10 @@ def md(text: object) -> str:
 
 def checkpoint(run: Run) -> Checkpoint:
     """The run's model, loaded once per session (a model is never shared between sessions)."""
-    held = st.session_state.get(S.E_MODEL)
+    held = st.session_state.get(state.E_MODEL)
     if held is None or held[0] != run.info.id:
         held = (run.info.id, run.load_model())
-        st.session_state[S.E_MODEL] = held
+        st.session_state[state.E_MODEL] = held
     return held[1]
 
 
@@ -59,11 +59,11 @@ def cam_picture(run: Run, path: str, class_idx: int) -> np.ndarray:
     ckpt = checkpoint(run)
     image = load_image(path)
     key = (run.info.id, path, class_idx)
-    cams = st.session_state.setdefault(S.E_CAMS, {})
+    cams = st.session_state.setdefault(state.E_CAMS, {})
     if key not in cams:
         cams[key] = interpret.cam_map(ckpt, image, class_idx)
     return interpret.cam_overlay(ckpt, image, class_idx, cam=cams[key],
-                                 alpha=float(S.get(S.E_CAM_ALPHA)), cmap=S.get(S.E_CMAP))
+                                 alpha=float(state.get(state.E_CAM_ALPHA)), cmap=state.get(state.E_CMAP))
 
 
 def tile(run: Run, i: int, *, cam_toggle: bool = False) -> None:
@@ -71,7 +71,7 @@ def tile(run: Run, i: int, *, cam_toggle: bool = False) -> None:
     path, _ = run.items[i]
     pred = int(run.probs[i].argmax())
     actual = int(run.targets[i])
-    show_cam = cam_toggle and st.toggle("Grad-CAM", key=S.E_CAM_TILE.format(i),
+    show_cam = cam_toggle and st.toggle("Grad-CAM", key=state.E_CAM_TILE.format(i),
                                         help="Colour where the evidence for the predicted class lies.")
     picture = None
     if show_cam:

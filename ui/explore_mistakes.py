@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine import interpret
 from engine.runs import Run
-from ui import state as S
+from ui import state
 from ui.explore_common import grid, md
 from ui.explore_figs import cm_figure
 
@@ -15,9 +15,9 @@ CELL_IMAGES = 24            # most images shown for one clicked cell
 
 
 def _on_cm_click() -> None:
-    points = (st.session_state.get(S.E_CM) or {}).get("selection", {}).get("points", [])
+    points = (st.session_state.get(state.E_CM) or {}).get("selection", {}).get("points", [])
     if points:
-        st.session_state[S.E_CELL] = (int(points[0]["y"]), int(points[0]["x"]))
+        st.session_state[state.E_CELL] = (int(points[0]["y"]), int(points[0]["x"]))
 
 
 def mistakes(run: Run) -> None:
@@ -35,9 +35,9 @@ def mistakes(run: Run) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Confusion matrix")
-        st.radio("Show", ["counts", "rows"], key=S.E_CM_MODE, horizontal=True,
+        st.radio("Show", ["counts", "rows"], key=state.E_CM_MODE, horizontal=True,
                  format_func={"counts": "image counts", "rows": "share of each actual class"}.get)
-        st.plotly_chart(cm_figure(cm, run.classes, S.get(S.E_CM_MODE) == "rows"), key=S.E_CM,
+        st.plotly_chart(cm_figure(cm, run.classes, state.get(state.E_CM_MODE) == "rows"), key=state.E_CM,
                         on_select=_on_cm_click, selection_mode="points", width="stretch",
                         config={"displayModeBar": False})
         st.caption("Row = the real class, column = what the model said. The diagonal is right; "
@@ -45,7 +45,7 @@ def mistakes(run: Run) -> None:
     with right:
         st.subheader("Most confused")
         min_val = st.number_input("Show pairs with at least this many images", 1, 10_000,
-                                  key=S.E_MIN_VAL)
+                                  key=state.E_MIN_VAL)
         pairs = interpret.most_confused(cm, run.classes, int(min_val))
         if pairs:
             st.dataframe({"actual": [a for a, _, _ in pairs], "predicted": [p for _, p, _ in pairs],
@@ -66,7 +66,7 @@ def mistakes(run: Run) -> None:
 
 def cell_images(run: Run) -> None:
     """The images of the clicked cell (actual a, predicted p), largest loss first."""
-    cell = st.session_state.get(S.E_CELL)
+    cell = st.session_state.get(state.E_CELL)
     if cell is None or max(cell) >= len(run.classes):
         return
     a, p = cell
@@ -75,12 +75,12 @@ def cell_images(run: Run) -> None:
     head = st.columns([4, 1])
     head[0].markdown(f"#### Actual {md(run.classes[a])}, predicted {md(run.classes[p])}: "
                      f"{len(idx)} image{'s' * (len(idx) != 1)}")
-    if head[1].button("Close", key=S.E_CELL_CLOSE):
-        st.session_state[S.E_CELL] = None
+    if head[1].button("Close", key=state.E_CELL_CLOSE):
+        st.session_state[state.E_CELL] = None
         st.rerun()
     if len(idx) > CELL_IMAGES:
         st.caption(f"The {CELL_IMAGES} with the largest loss:")
-    with st.container(key=S.E_CELL_IMAGES):
+    with st.container(key=state.E_CELL_IMAGES):
         grid(run, idx[:CELL_IMAGES])
 
 
@@ -91,16 +91,16 @@ def top_losses_section(run: Run) -> None:
              "mistakes — that is what the cleaner is for.")
     c = st.columns(4)
     n = len(run.losses)
-    if S.get(S.E_K, 8) > max(n, 1):
-        S.set_value(S.E_K, max(n, 1))
-    k = c[0].slider("Images", 1, max(1, min(48, n)), key=S.E_K) if n > 1 else n
-    c[1].radio("Order", ["largest", "smallest"], key=S.E_ORDER, horizontal=True,
+    if state.get(state.E_K, 8) > max(n, 1):
+        state.set_value(state.E_K, max(n, 1))
+    k = c[0].slider("Images", 1, max(1, min(48, n)), key=state.E_K) if n > 1 else n
+    c[1].radio("Order", ["largest", "smallest"], key=state.E_ORDER, horizontal=True,
                format_func={"largest": "largest loss first", "smallest": "smallest first"}.get)
-    c[2].slider("Grad-CAM opacity", 0.0, 1.0, step=0.05, key=S.E_CAM_ALPHA)
-    c[3].radio("Colour map", list(interpret.COLORMAPS), key=S.E_CMAP, horizontal=True,
+    c[2].slider("Grad-CAM opacity", 0.0, 1.0, step=0.05, key=state.E_CAM_ALPHA)
+    c[3].radio("Colour map", list(interpret.COLORMAPS), key=state.E_CMAP, horizontal=True,
                help="Both maps stay readable with colour-vision deficiencies and in greyscale.")
     st.caption("Grad-CAM: the gradient of the predicted class's score tells how much each feature "
                "map of the last convolutional layer matters; their weighted sum shows where in the "
                "picture the evidence was found (bright = strong).")
-    _, order = interpret.top_losses(run.losses, k, largest=S.get(S.E_ORDER) == "largest")
+    _, order = interpret.top_losses(run.losses, k, largest=state.get(state.E_ORDER) == "largest")
     grid(run, order, cam_toggle=True)

@@ -11,7 +11,7 @@ import streamlit as st
 from engine import interpret
 from engine.images import ImageError, encode_jpeg, load_image, resize_to_fit
 from engine.runs import Run
-from ui import state as S
+from ui import state
 from ui.explore_common import ENGINE_ERRORS, checkpoint, md
 from ui.explore_figs import prob_figure
 
@@ -31,15 +31,15 @@ def _photo(run: Run, source: str) -> tuple[np.ndarray | None, str]:
         if n == 0:
             st.write("This run has no validation images.")
             return None, ""
-        i = int(st.number_input("Validation image number", 0, n - 1, key=S.E_PRED_ITEM))
+        i = int(st.number_input("Validation image number", 0, n - 1, key=state.E_PRED_ITEM))
         try:
             return load_image(run.items[i][0]), Path(run.items[i][0]).name
         except (ImageError, OSError):
             st.error("That validation image has moved (perhaps cleaned); pick another number.")
             return None, ""
     file = (st.file_uploader("PNG, JPEG, WebP, GIF, BMP or TIFF", type=UPLOAD_TYPES,
-                             key=S.E_UPLOAD) if source == "upload"
-            else st.camera_input("Take a photo", key=S.E_CAMERA))
+                             key=state.E_UPLOAD) if source == "upload"
+            else st.camera_input("Take a photo", key=state.E_CAMERA))
     if file is None:
         return None, ""
     try:
@@ -53,7 +53,7 @@ def predict_section(run: Run) -> None:
     """Pick a photo, predict it, show the Grad-CAM of the predicted class and the probabilities."""
     st.write("This is the model in production: a saved file, the class order it was trained with, "
              "and the same preprocessing as the validation images, predicting one photo on the CPU.")
-    source = st.radio("Photo", ["valid", "upload", "webcam"], key=S.E_PRED_SOURCE, horizontal=True,
+    source = st.radio("Photo", ["valid", "upload", "webcam"], key=state.E_PRED_SOURCE, horizontal=True,
                       format_func={"valid": "a validation image", "upload": "upload",
                                    "webcam": "webcam"}.get)
     image, name = _photo(run, source)
@@ -67,8 +67,8 @@ def predict_section(run: Run) -> None:
         t1 = time.perf_counter()
         cam = interpret.cam_map(ckpt, image, idx)   # timed alone: the overlay is only drawing
         cam_seconds = time.perf_counter() - t1
-        over = interpret.cam_overlay(ckpt, image, idx, cam=cam, alpha=float(S.get(S.E_CAM_ALPHA)),
-                                     cmap=S.get(S.E_CMAP))
+        over = interpret.cam_overlay(ckpt, image, idx, cam=cam, alpha=float(state.get(state.E_CAM_ALPHA)),
+                                     cmap=state.get(state.E_CMAP))
     except ENGINE_ERRORS + (ValueError,) as exc:
         st.error(f"The prediction failed: {exc}")
         return
@@ -81,5 +81,5 @@ def predict_section(run: Run) -> None:
         st.markdown(f"### {md(cls_name)} — {probs[idx]:.1%}")
         st.caption(f"{md(name)} · predicted in **{seconds * 1000:.1f} ms** on the CPU "
                    f"(resize, normalise, one forward pass) at {int(ckpt.meta['size'])} px.")
-        st.plotly_chart(prob_figure(run.classes, probs), key=S.E_PROBS,
+        st.plotly_chart(prob_figure(run.classes, probs), key=state.E_PROBS,
                         config={"displayModeBar": False})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import cleaner as C
+from engine import cleaner
 
 OWNER = "session-a"
 
@@ -36,7 +36,7 @@ def all_images(app: Path) -> list[str]:
 
 
 def apply(root, decisions, owner=OWNER, run_owner=OWNER):
-    return C.apply_decisions(root, {str(root / k): v for k, v in decisions.items()},
+    return cleaner.apply_decisions(root, {str(root / k): v for k, v in decisions.items()},
                              classes=["circle", "square", "triangle"], owner=owner,
                              run_owner=run_owner, run_id="r" * 22)
 
@@ -45,8 +45,8 @@ def test_apply_moves_and_quarantines_then_undo_restores_exactly(data):
     app = data.parent
     before, images_before = snapshot(data), all_images(app)
     bytes_before = sum(p.stat().st_size for p in app.rglob("*.png"))
-    j = apply(data, {"circle/0.png": C.DELETE, "circle/1.png": C.relabel("square"),
-                     "square/2.png": C.KEEP, "triangle/2.png": C.relabel("triangle")})
+    j = apply(data, {"circle/0.png": cleaner.DELETE, "circle/1.png": cleaner.relabel("square"),
+                     "square/2.png": cleaner.KEEP, "triangle/2.png": cleaner.relabel("triangle")})
     assert j.state == "applied" and j.n_deleted == 1 and j.n_relabelled == 1
     assert "1 image moved to quarantine, 1 relabelled" in j.summary()
     after = snapshot(data)
@@ -63,25 +63,25 @@ def test_apply_moves_and_quarantines_then_undo_restores_exactly(data):
     assert all_images(app) == images_before
     assert sum(p.stat().st_size for p in app.rglob("*.png")) == bytes_before
 
-    C.undo(j.id, owner=OWNER)
+    cleaner.undo(j.id, owner=OWNER)
     assert snapshot(data) == before
     assert not Path(j.quarantine).exists()          # only the empty quarantine folders are gone
-    assert C.load_journal(j.id).state == "undone"
-    with pytest.raises(C.CleanError, match="already been undone"):
-        C.undo(j.id, owner=OWNER)
+    assert cleaner.load_journal(j.id).state == "undone"
+    with pytest.raises(cleaner.CleanError, match="already been undone"):
+        cleaner.undo(j.id, owner=OWNER)
 
 
 def test_a_shared_run_refuses_changes(data):
     before = snapshot(data)
     for owner in ("someone-else", "", None):
-        with pytest.raises(C.CleanError, match="shared with you"):
-            apply(data, {"circle/0.png": C.DELETE, "square/0.png": C.relabel("circle")},
+        with pytest.raises(cleaner.CleanError, match="shared with you"):
+            apply(data, {"circle/0.png": cleaner.DELETE, "square/0.png": cleaner.relabel("circle")},
                   owner=owner)
     assert snapshot(data) == before
     assert not (data.parent / "quarantine").exists()
-    j = apply(data, {"circle/0.png": C.DELETE})
-    with pytest.raises(C.CleanError, match="shared with you"):
-        C.undo(j.id, owner="someone-else")
+    j = apply(data, {"circle/0.png": cleaner.DELETE})
+    with pytest.raises(cleaner.CleanError, match="shared with you"):
+        cleaner.undo(j.id, owner="someone-else")
     assert "circle/0.png" not in snapshot(data)
 
 
@@ -97,18 +97,18 @@ def test_relabel_into_a_missing_class_folder_and_name_clash_and_train_valid_layo
     (root / "train" / "cat" / "a.png").write_bytes(b"train cat a")
     (root / "valid" / "dog").rmdir()                 # no valid/dog yet
     before = snapshot(root)
-    j = C.apply_decisions(root, {str(root / "valid/cat/a.png"): C.relabel("dog"),
-                                 str(root / "train/dog/a.png"): C.relabel("cat")},
+    j = cleaner.apply_decisions(root, {str(root / "valid/cat/a.png"): cleaner.relabel("dog"),
+                                 str(root / "train/dog/a.png"): cleaner.relabel("cat")},
                           classes=["cat", "dog"], owner=OWNER, run_owner=OWNER)
     after = snapshot(root)
     assert after["valid/dog/a.png"] == before["valid/cat/a.png"]   # stays in valid/
     clash = [k for k in after if k.startswith("train/cat/a-")]     # train/cat/a.png was taken
     assert len(clash) == 1 and after[clash[0]] == before["train/dog/a.png"]
     assert after["train/cat/a.png"] == before["train/cat/a.png"]
-    C.undo(j.id, owner=OWNER)
+    cleaner.undo(j.id, owner=OWNER)
     assert snapshot(root) == before
     assert not (root / "valid" / "dog").exists()   # the folder the apply created is gone again
-    assert C.data_root([root / "valid/cat/a.png"]) == root
+    assert cleaner.data_root([root / "valid/cat/a.png"]) == root
 
 
 def test_bad_decisions_move_nothing(data, tmp_path):
@@ -116,31 +116,31 @@ def test_bad_decisions_move_nothing(data, tmp_path):
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes(b"x")
     cases = [
-        ({"circle/0.png": C.relabel("../evil")}, "not one of this run's classes"),
-        ({"circle/0.png": C.relabel("hexagon")}, "not one of this run's classes"),
+        ({"circle/0.png": cleaner.relabel("../evil")}, "not one of this run's classes"),
+        ({"circle/0.png": cleaner.relabel("hexagon")}, "not one of this run's classes"),
         ({"circle/0.png": "burn"}, "Unknown cleaning decision"),
-        ({"circle/9.png": C.DELETE}, "no longer where the run saw it"),
+        ({"circle/9.png": cleaner.DELETE}, "no longer where the run saw it"),
     ]
     for decisions, message in cases:
-        with pytest.raises(C.CleanError, match=message):
-            apply(data, {"square/0.png": C.DELETE, **decisions})
-    with pytest.raises(C.CleanError, match="not inside a class folder"):
-        C.apply_decisions(data, {str(outside): C.DELETE}, classes=["circle"], owner=OWNER,
+        with pytest.raises(cleaner.CleanError, match=message):
+            apply(data, {"square/0.png": cleaner.DELETE, **decisions})
+    with pytest.raises(cleaner.CleanError, match="not inside a class folder"):
+        cleaner.apply_decisions(data, {str(outside): cleaner.DELETE}, classes=["circle"], owner=OWNER,
                           run_owner=OWNER)
     assert snapshot(data) == before and outside.exists()
-    with pytest.raises(C.CleanError):
-        C.load_journal("../../etc/passwd")
+    with pytest.raises(cleaner.CleanError):
+        cleaner.load_journal("../../etc/passwd")
 
 
 def test_undo_refuses_when_a_file_was_taken_back_by_hand(data):
-    j = apply(data, {"circle/0.png": C.DELETE, "circle/1.png": C.relabel("square")})
+    j = apply(data, {"circle/0.png": cleaner.DELETE, "circle/1.png": cleaner.relabel("square")})
     (data / "circle" / "0.png").write_bytes(b"a new file with the old name")
-    with pytest.raises(C.CleanError, match="overwrite"):
-        C.undo(j.id, owner=OWNER)
+    with pytest.raises(cleaner.CleanError, match="overwrite"):
+        cleaner.undo(j.id, owner=OWNER)
     assert (data / "square" / "1.png").exists()      # nothing was moved back
     assert (Path(j.quarantine) / "circle" / "0.png").exists()
 
 
 def test_nothing_to_do_writes_no_journal(data):
-    j = apply(data, {"circle/0.png": C.KEEP})
-    assert j.moves == [] and not list(C.journals_dir().glob("*.json"))
+    j = apply(data, {"circle/0.png": cleaner.KEEP})
+    assert j.moves == [] and not list(cleaner.journals_dir().glob("*.json"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from engine import jobs as J
+from engine import jobs
 from engine.models import create_model
 from engine.training import Learner, TrainingError
 
@@ -23,31 +23,31 @@ def gate_job(ctx, gate: threading.Event, value=None):
 
 @pytest.fixture
 def runner():
-    r = J.JobRunner(cpu_slots=1, gpu_slots=1, watch_timeout=300, reap_every=0.05)
+    r = jobs.JobRunner(cpu_slots=1, gpu_slots=1, watch_timeout=300, reap_every=0.05)
     yield r
     r.shutdown(wait=10)
 
 
 def test_queue_order_and_positions(runner):
     gates = [threading.Event() for _ in range(4)]
-    jobs = [runner.submit(f"j{i}", gate_job, g, i, owner=f"o{i}") for i, g in enumerate(gates)]
-    assert jobs[0].status == J.RUNNING and jobs[0].position is None
-    assert [j.position for j in jobs[1:]] == [1, 2, 3]
-    assert all(j.status == J.QUEUED for j in jobs[1:])
+    submitted = [runner.submit(f"j{i}", gate_job, g, i, owner=f"o{i}") for i, g in enumerate(gates)]
+    assert submitted[0].status == jobs.RUNNING and submitted[0].position is None
+    assert [j.position for j in submitted[1:]] == [1, 2, 3]
+    assert all(j.status == jobs.QUEUED for j in submitted[1:])
     # Cancelling a waiting job moves the ones behind it up, and it never starts.
-    assert runner.cancel(jobs[2].id, owner="o2")
-    assert jobs[2].wait(5) and jobs[2].status == J.CANCELLED and jobs[2].started is None
-    assert [jobs[1].position, jobs[3].position] == [1, 2]
+    assert runner.cancel(submitted[2].id, owner="o2")
+    assert submitted[2].wait(5) and submitted[2].status == jobs.CANCELLED and submitted[2].started is None
+    assert [submitted[1].position, submitted[3].position] == [1, 2]
     gates[0].set()
-    assert jobs[0].wait(5) and jobs[0].result == 0
+    assert submitted[0].wait(5) and submitted[0].result == 0
     deadline = time.time() + 5
-    while (jobs[1].status, runner.position(jobs[3])) != (J.RUNNING, 1) and time.time() < deadline:
+    while (submitted[1].status, runner.position(submitted[3])) != (jobs.RUNNING, 1) and time.time() < deadline:
         time.sleep(0.01)
-    assert jobs[1].status == J.RUNNING and jobs[3].position == 1
+    assert submitted[1].status == jobs.RUNNING and submitted[3].position == 1
     gates[1].set()
     gates[3].set()
-    assert jobs[3].wait(5) and jobs[3].result == 3
-    assert jobs[1].finished <= jobs[3].started        # first come, first served, one at a time
+    assert submitted[3].wait(5) and submitted[3].result == 3
+    assert submitted[1].finished <= submitted[3].started        # first come, first served, one at a time
 
 
 def test_resources_have_their_own_slots(runner):
@@ -55,17 +55,17 @@ def test_resources_have_their_own_slots(runner):
     a = runner.submit("cpu", gate_job, gate, resource="cpu")
     b = runner.submit("gpu", gate_job, gate, resource="cuda")
     c = runner.submit("gpu2", gate_job, gate, resource="cuda:0")
-    assert a.status == J.RUNNING and b.status == J.RUNNING and b.resource == "cuda:0"
-    assert c.status == J.QUEUED and c.position == 1 and runner.queue_length("cuda") == 1
+    assert a.status == jobs.RUNNING and b.status == jobs.RUNNING and b.resource == "cuda:0"
+    assert c.status == jobs.QUEUED and c.position == 1 and runner.queue_length("cuda") == 1
     gate.set()
-    assert c.wait(5) and c.status == J.DONE
+    assert c.wait(5) and c.status == jobs.DONE
 
 
 def test_more_cpu_slots_run_together():
-    r = J.JobRunner(cpu_slots=2, watch_timeout=300)
+    r = jobs.JobRunner(cpu_slots=2, watch_timeout=300)
     gate = threading.Event()
     a, b, c = (r.submit(n, gate_job, gate) for n in "abc")
-    assert (a.status, b.status, c.status, c.position) == (J.RUNNING, J.RUNNING, J.QUEUED, 1)
+    assert (a.status, b.status, c.status, c.position) == (jobs.RUNNING, jobs.RUNNING, jobs.QUEUED, 1)
     gate.set()
     assert c.wait(5)
     r.shutdown()
@@ -75,7 +75,7 @@ def test_env_configures_slots_and_timeout(monkeypatch):
     monkeypatch.setenv("DLLAB_CPU_JOBS", "3")
     monkeypatch.setenv("DLLAB_GPU_JOBS", "2")
     monkeypatch.setenv("DLLAB_JOB_WATCH_S", "12.5")
-    r = J.JobRunner()
+    r = jobs.JobRunner()
     assert (r.cpu_slots, r.gpu_slots, r.watch_timeout) == (3, 2, 12.5)
 
 
@@ -95,11 +95,11 @@ def test_failure_is_a_sentence_and_does_not_disturb_others(runner):
     last = runner.submit("ok2", gate_job, gate, "also fine")
     gate.set()
     assert last.wait(10)
-    assert first.result == "fine" and last.result == "also fine" and last.status == J.DONE
-    assert [j.status for j in failing] == [J.FAILED] * 3
+    assert first.result == "fine" and last.result == "also fine" and last.status == jobs.DONE
+    assert [j.status for j in failing] == [jobs.FAILED] * 3
     assert failing[0].error == "Train for at least one epoch."
     assert "KeyError" in failing[1].error and "Traceback" not in failing[1].error
-    assert failing[2].error == J.OOM_ADVICE and "batch size" in failing[2].error
+    assert failing[2].error == jobs.OOM_ADVICE and "batch size" in failing[2].error
     assert "Traceback" in failing[1].detail
 
 
@@ -125,8 +125,8 @@ def test_unwatched_job_is_cancelled_and_its_result_released(runner):
     while time.time() - t0 < 0.8:        # the page of `watched` keeps polling; nobody watches `waiting`
         watched.touch()
         time.sleep(0.05)
-    assert waiting.wait(5) and waiting.status == J.CANCELLED
-    assert waiting.cancel_reason == J.CANCEL_UNWATCHED and waiting.started is None
+    assert waiting.wait(5) and waiting.status == jobs.CANCELLED
+    assert waiting.cancel_reason == jobs.CANCEL_UNWATCHED and waiting.started is None
     assert watched.is_active
     gate.set()
     assert watched.wait(5) and watched.result == "kept"
@@ -134,8 +134,8 @@ def test_unwatched_job_is_cancelled_and_its_result_released(runner):
     # A running job that stops being watched is cancelled too.
     never = threading.Event()
     lost = runner.submit("lost", gate_job, never, "x")
-    assert lost.wait(5) and lost.status == J.CANCELLED and lost.result is None
-    assert lost.cancel_reason == J.CANCEL_UNWATCHED
+    assert lost.wait(5) and lost.status == jobs.CANCELLED and lost.result is None
+    assert lost.cancel_reason == jobs.CANCEL_UNWATCHED
 
 
 def test_reap_directly_with_a_clock(runner):
@@ -143,7 +143,7 @@ def test_reap_directly_with_a_clock(runner):
     j = runner.submit("x", gate_job, gate)
     assert runner.reap(now=j.last_seen + 10) == []
     assert runner.reap(now=j.last_seen + 301) == [j]
-    assert j.wait(5) and j.status == J.CANCELLED
+    assert j.wait(5) and j.status == jobs.CANCELLED
 
 
 def tiny_dls(n=256, bs=8):
@@ -172,15 +172,15 @@ def test_cancel_stops_a_training_job_within_one_batch(runner):
         time.sleep(0.01)
     cancelled_at["n"] = sum(e["kind"] == "batch" for e in job.events())
     job.cancel()
-    assert job.wait(30) and job.status == J.CANCELLED
+    assert job.wait(30) and job.status == jobs.CANCELLED
     n_after = sum(e["kind"] == "batch" for e in job.events())
     assert n_after - cancelled_at["n"] <= 1          # at most the batch already under way
     assert job.events()[-1]["kind"] == "fit_end" and job.events()[-1]["cancelled"]
-    assert job.cancel_reason == J.CANCEL_USER
+    assert job.cancel_reason == jobs.CANCEL_USER
 
 
 def test_old_api_still_works():
-    r = J.JobRunner()
+    r = jobs.JobRunner()
     seen = []
 
     def fn(ctx, a, b=0):
@@ -198,9 +198,9 @@ def test_old_api_still_works():
 
 
 def test_resource_for():
-    assert J.resource_for(None) == "cpu" and J.resource_for("cpu") == "cpu"
-    assert J.resource_for("cuda") == "cuda:0" and J.resource_for(torch.device("cuda", 1)) == "cuda:1"
-    assert J.resource_for(torch.device("cpu")) == "cpu" and J.resource_for("mps") == "mps"
+    assert jobs.resource_for(None) == "cpu" and jobs.resource_for("cpu") == "cpu"
+    assert jobs.resource_for("cuda") == "cuda:0" and jobs.resource_for(torch.device("cuda", 1)) == "cuda:1"
+    assert jobs.resource_for(torch.device("cpu")) == "cpu" and jobs.resource_for("mps") == "mps"
 
 
 def test_unwatched_job_set_by_env_is_cancelled_and_frees_its_model(monkeypatch):
@@ -211,7 +211,7 @@ def test_unwatched_job_set_by_env_is_cancelled_and_frees_its_model(monkeypatch):
     import weakref
 
     monkeypatch.setenv("DLLAB_JOB_WATCH_S", "0.3")
-    r = J.JobRunner(reap_every=0.05)
+    r = jobs.JobRunner(reap_every=0.05)
     refs = []
 
     def hold(ctx):
@@ -225,8 +225,8 @@ def test_unwatched_job_set_by_env_is_cancelled_and_frees_its_model(monkeypatch):
     try:
         t0 = time.monotonic()
         job = r.submit("hold", hold, owner="gone")
-        assert job.wait(10) and job.status == J.CANCELLED
-        assert job.cancel_reason == J.CANCEL_UNWATCHED
+        assert job.wait(10) and job.status == jobs.CANCELLED
+        assert job.cancel_reason == jobs.CANCEL_UNWATCHED
         assert 0.3 <= time.monotonic() - t0 < 5
         assert job.result is None and len(refs) == 2
         gc.collect()

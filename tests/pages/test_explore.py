@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ui import state as S
+from ui import state
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "explore.py")
 OWNER = "owner-token-a"
@@ -69,7 +69,7 @@ def env(stored, monkeypatch):
 
 def app(owner: str = OWNER, query: dict | None = None) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state[S.SESSION_OWNER] = owner
+    at.session_state[state.SESSION_OWNER] = owner
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()
@@ -98,7 +98,7 @@ def test_without_a_run_the_page_points_to_the_train_page(tmp_path, monkeypatch):
 def test_opens_the_sessions_latest_run_with_all_sections(env):
     run_id, _ = env
     at = app()
-    assert at.selectbox(key=S.E_RUN).value == run_id
+    assert at.selectbox(key=state.E_RUN).value == run_id
     assert at.query_params["run"] in (run_id, [run_id])
     assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Export"]
     assert {m.label for m in at.metric} >= {"Accuracy", "Error rate = 1 − accuracy"}
@@ -110,7 +110,7 @@ def test_opens_the_sessions_latest_run_with_all_sections(env):
 
 def test_clicking_a_cell_shows_its_images(env):
     at = app()
-    at.session_state[S.E_CELL] = (0, 0)
+    at.session_state[state.E_CELL] = (0, 0)
     at.run()
     assert not at.exception
     head = [m.value for m in at.markdown if m.value.startswith("#### Actual")]
@@ -121,7 +121,7 @@ def test_clicking_a_cell_shows_its_images(env):
 
 def test_top_losses_grad_cam_toggle_and_k(env):
     at = app()
-    at.slider(key=S.E_K).set_value(3).run()
+    at.slider(key=state.E_K).set_value(3).run()
     toggles = [t for t in at.toggle if str(t.key).startswith("explore.cam.")]
     assert len(toggles) == 3
     toggles[0].set_value(True).run()
@@ -135,8 +135,8 @@ def test_relabel_apply_and_undo(env):
     boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
     assert boxes
     boxes[0].select("move:green").run()
-    at.radio(key=S.E_CLEAN_SPLIT).set_value("train").run()  # choices persist across sides
-    at.radio(key=S.E_CLEAN_SPLIT).set_value("valid").run()
+    at.radio(key=state.E_CLEAN_SPLIT).set_value("train").run()  # choices persist across sides
+    at.radio(key=state.E_CLEAN_SPLIT).set_value("valid").run()
     boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
     assert boxes[0].value == "move:green"
     at.button(key="explore.apply").click().run()
@@ -153,7 +153,7 @@ def test_a_shared_link_opens_read_only(env):
     run_id, folder = env
     before = files(folder)
     at = app(owner="someone-else", query={"run": run_id})
-    assert at.selectbox(key=S.E_RUN).value == run_id
+    assert at.selectbox(key=state.E_RUN).value == run_id
     assert any("shared with a link" in i.value for i in at.info)
     assert at.button(key="explore.apply").disabled and at.button(key="explore.undo").disabled
     assert all(s.disabled for s in at.selectbox if str(s.key).startswith("explore.dec."))
@@ -186,11 +186,11 @@ def test_a_run_on_shared_data_cannot_be_cleaned(tmp_path, monkeypatch):
 def test_the_demo_button_makes_a_run_this_session_may_clean(tmp_path, monkeypatch):
     monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
     at = app()
-    at.button(key=S.E_DEMO).click().run()
+    at.button(key=state.E_DEMO).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     from engine.runs import list_runs
     (info,) = list_runs(OWNER)
-    assert at.selectbox(key=S.E_RUN).value == info.id
+    assert at.selectbox(key=state.E_RUN).value == info.id
     assert not any("every user of this server shares" in i.value for i in at.info)
     assert all(not s.disabled for s in at.selectbox if str(s.key).startswith("explore.dec."))
     assert next((tmp_path / "explore-demo").iterdir()).is_dir()

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from engine import models
 from tests.browser.conftest import ROOT
 from tests.reliability.test_html_names import data_root, make_run, make_set  # noqa: F401 (fixture)
-from ui import state as S
+from ui import state
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -28,10 +28,10 @@ def test_a_damaged_checkpoint_leaves_the_held_model_as_it_was(data_root):  # noq
     bad = make_run(folder, owner)
     good = make_run(folder, owner)            # the newest run: the page opens it first
     at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=120)
-    at.session_state[S.SESSION_OWNER] = owner
+    at.session_state[state.SESSION_OWNER] = owner
     at.run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
-    held_id, held = at.session_state[S.E_MODEL]
+    held_id, held = at.session_state[state.E_MODEL]
     assert held_id == good.id
     before = weights(held.model)
 
@@ -50,19 +50,19 @@ def test_a_damaged_checkpoint_leaves_the_held_model_as_it_was(data_root):  # noq
             save_file(load_file(str(path)), str(path), metadata={"dllab": json.dumps(meta)})
         else:
             path.write_bytes(content)
-        at.selectbox(key=S.E_RUN).set_value(bad.id).run()
+        at.selectbox(key=state.E_RUN).set_value(bad.id).run()
         assert not at.exception, (what, at.exception)
         errors = [e.value for e in at.error]
         assert errors and all("could not be opened" in e for e in errors), (what, errors)
         assert all("Traceback" not in e and "File \"" not in e for e in errors)
-        now_id, now = at.session_state[S.E_MODEL]
+        now_id, now = at.session_state[state.E_MODEL]
         assert now_id == good.id and now is held, what          # nothing replaced it
         assert all(torch.equal(before[k], v) for k, v in now.model.state_dict().items()), what
         path.write_bytes(original)
 
-    at.selectbox(key=S.E_RUN).set_value(good.id).run()
+    at.selectbox(key=state.E_RUN).set_value(good.id).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.session_state[S.E_MODEL][1] is held
+    assert at.session_state[state.E_MODEL][1] is held
 
 
 def test_two_runs_with_the_same_settings_have_different_labels(data_root):  # noqa: F811
@@ -72,10 +72,10 @@ def test_two_runs_with_the_same_settings_have_different_labels(data_root):  # no
     folder = make_set(data_root)
     first, second = make_run(folder, owner), make_run(folder, owner)
     at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=120)
-    at.session_state[S.SESSION_OWNER] = owner
+    at.session_state[state.SESSION_OWNER] = owner
     at.run()
-    box = at.selectbox(key=S.E_RUN)
+    box = at.selectbox(key=state.E_RUN)
     assert len(set(box.options)) == 2, box.options
     for run in (first, second, first):
-        at.selectbox(key=S.E_RUN).set_value(run.id).run()
-        assert at.session_state[S.E_MODEL][0] == run.id
+        at.selectbox(key=state.E_RUN).set_value(run.id).run()
+        assert at.session_state[state.E_MODEL][0] == run.id

@@ -13,14 +13,14 @@ from engine.data import extract_zip
 from engine.paths import session_dir
 from tests.browser.conftest import ROOT
 from tests.reliability.test_html_names import make_run, make_set
-from ui import state as S
+from ui import state
 
 ALICE, BOB = "A" * 22, "B" * 22
 
 
 def page(name: str, owner: str) -> AppTest:
     at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=120)
-    at.session_state[S.SESSION_OWNER] = owner
+    at.session_state[state.SESSION_OWNER] = owner
     at.run()
     assert not at.exception, at.exception
     return at
@@ -41,16 +41,16 @@ def test_a_second_session_sees_none_of_the_first_ones_data_or_runs(tmp_path, mon
 
     # Bob: no folder to pick (uploads are not "folders on the server"), no run, nothing to explore.
     train = page("train", BOB)
-    train.radio(key=S.T_SOURCE).set_value("folder").run()
+    train.radio(key=state.T_SOURCE).set_value("folder").run()
     assert any("No folders yet" in i.value for i in train.info)
-    assert all(s.key != S.T_FOLDER for s in train.selectbox)
+    assert all(s.key != state.T_FOLDER for s in train.selectbox)
     assert any("Each finished or cancelled training run is saved here" in c.value
                for c in train.caption)
     explore = page("explore", BOB)
     assert any("no trained model" in i.value for i in explore.info)
-    assert all(s.key != S.E_RUN for s in explore.selectbox)
+    assert all(s.key != state.E_RUN for s in explore.selectbox)
 
     # Alice still has both.
     explore = page("explore", ALICE)
-    assert explore.selectbox(key=S.E_RUN).value == run.id
+    assert explore.selectbox(key=state.E_RUN).value == run.id
     assert not explore.error
