@@ -22,6 +22,12 @@ ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP", 
 FORMATS_SENTENCE = "Use a PNG, JPEG, WebP, GIF, BMP or TIFF image."
 DEFAULT_MAX_PIXELS = 40_000_000   # 40 MP: a large phone photo fits; Pillow warns only at ~89 MP
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # same as server.maxUploadSize in .streamlit/config.toml
+# Shape policy, decided on the header before decoding. Every use scales the *short* side to the
+# model's size (resize_crop) or the long side to the screen (resize_to_fit); a 3 × 2,000,000 strip
+# scaled to a 224-pixel short side is 224 × 149 million pixels (100 GB), so a strip is refused.
+# With both limits, scaling an accepted image to a short side of s holds at most 20·s² pixels.
+MAX_ASPECT = 20       # long side ÷ short side; panoramas are 4–10, banners and strips beyond 20
+MAX_SIDE = 20_000     # pixels on the long side (40 MP at 20:1 would be 28,284 × 1,414)
 
 
 class ImageError(ValueError):
@@ -35,10 +41,15 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"There is no image file at {path.name!s}.")
-        if path.stat().st_size > max_bytes:
-            raise ImageError(f"This file is {path.stat().st_size / 1e6:.1f} MB, over the "
-                             f"{max_bytes / 1e6:.0f} MB limit. Use a smaller image.")
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size > max_bytes:
+                raise ImageError(f"This file is {path.stat().st_size / 1e6:.1f} MB, over the "
+                                 f"{max_bytes / 1e6:.0f} MB limit. Use a smaller image.")
+            with open(path, "rb") as f:   # read at most the cap: the file may grow meanwhile
+                data = f.read(max_bytes + 1)
+        except OSError as exc:   # vanished, unreadable, a name the filesystem refuses
+            raise ImageError(f"The file {path.name!s} could not be read "
+                             f"({exc.strerror or 'error'}).") from None
     elif hasattr(source, "read"):
         if hasattr(source, "seek"):
             source.seek(0)
@@ -105,6 +116,24 @@ def _bomb_error(exc: Exception, max_pixels: int) -> ImageError:
                       "(a possible decompression bomb), so it was not decoded. Use a smaller image.")
 
 
+def check_shape(width: int, height: int) -> str | None:
+    """Why an image of width × height is refused by the shape policy (a sentence), or None.
+
+    The one place the policy lives: load_image applies it to every file before decoding it, and
+    engine.data.resize_crop applies it to any array handed to it directly."""
+    long, short = max(width, height), min(width, height)
+    if short < 1:
+        return f"This image is {width}×{height} pixels, which holds no picture. Use another image."
+    if long > MAX_ASPECT * short:
+        return (f"This image is {width}×{height} pixels: its long side is {long / short:,.0f} times "
+                f"its short side, over the {MAX_ASPECT}:1 limit (scaled for a model it would need "
+                f"gigabytes), so it was refused. Crop it to a less extreme shape.")
+    if long > MAX_SIDE:
+        return (f"This image is {width}×{height} pixels; its long side is over the "
+                f"{MAX_SIDE:,}-pixel limit, so it was refused. Use a smaller image.")
+    return None
+
+
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_bytes: int = DEFAULT_MAX_BYTES, min_side: int = 3) -> np.ndarray:
     """Decode an image safely to a uint8 array of shape (H, W, 3).
@@ -113,7 +142,9 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     composited on white; palette, greyscale, CMYK and 16-bit images become 8-bit RGB; an animated
     image gives its first frame. Raises ImageError (a ValueError) with a sentence for the user for
     anything else: not an image, a format outside the allow-list, a truncated file, more pixels than
-    `max_pixels` (decompression bombs included), or a side shorter than `min_side`.
+    `max_pixels` (decompression bombs included), a side shorter than `min_side`, or a shape
+    outside the policy of check_shape (a long side over MAX_SIDE, or over MAX_ASPECT times the
+    short side), all decided from the header before any pixel is decoded.
     """
     data = _read_bytes(source, max_bytes)
     with warnings.catch_warnings():
@@ -140,6 +171,9 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             if min(width, height) < min_side:
                 raise ImageError(f"This image is only {width}×{height} pixels; it needs at least "
                                  f"{min_side}×{min_side} (a 3×3 kernel has to fit).")
+            shape_problem = check_shape(width, height)
+            if shape_problem:
+                raise ImageError(shape_problem)
             try:
                 img.seek(0)
                 img.load()

@@ -4,12 +4,13 @@ pixel, stacking layers, turning signed responses into pictures, and learning a h
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from engine.numbers import (MAX_EXPONENT, MAX_NUMBER_CHARS, NumberError, check_length,
+                            excerpt, read_decimal)
 
 _f = np.float32
 #: name -> 3×3 float32 kernel. Cross-correlation: row 0 weighs the row *above* the pixel.
@@ -50,21 +51,41 @@ def _check_border(border: str) -> None:
         raise ValueError(f"Unknown border {border!r}; choose one of {', '.join(BORDERS)}.")
 
 
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
 def parse_cell(text: str) -> float:
-    """Read one kernel cell: a number such as `-1`, `0.25`, `1e-2`, or a fraction such as `1/16`."""
-    raw = str(text).strip().replace("−", "-").replace(",", ".") if text is not None else ""
+    """Read one kernel cell: a number such as `-1`, `0.25`, `1e-2`, or a fraction such as `1/16`.
+
+    The text's length and each part's exponent are checked (engine.numbers) before any exact
+    arithmetic, so a cell such as "1e999999999/3" from a link is refused at once instead of
+    building a billion-digit integer while the whole server waits.
+    """
+    if text is None:
+        raise KernelError("A kernel cell is empty: type a number such as 0, -1 or 1/16.")
+    try:
+        raw = check_length(text, limit=2 * MAX_NUMBER_CHARS + 1)   # two numbers and a slash
+    except NumberError:
+        raise KernelError(f"“{excerpt(str(text).strip())}” is too long: type a number of at most "
+                          f"{MAX_NUMBER_CHARS} characters, such as 0, -1, 0.5 or 1/16.") from None
+    raw = raw.replace("−", "-").replace(",", ".")
     if not raw:
         raise KernelError("A kernel cell is empty: type a number such as 0, -1 or 1/16.")
     parts = [p.strip() for p in raw.split("/")]
-    if len(parts) > 2 or not all(_NUMBER.match(p) for p in parts):
+    if len(parts) > 2:
         raise KernelError(f"“{raw}” is not a number: type a number such as 0, -1, 0.5 or 1/16.")
     try:
-        value = float(Fraction(parts[0]) / Fraction(parts[1])) if len(parts) == 2 else float(parts[0])
-    except ZeroDivisionError:
-        raise KernelError(f"“{raw}” divides by zero: use a non-zero denominator.") from None
+        exact = [read_decimal(p) for p in parts]
+    except NumberError as exc:
+        if exc.reason == "exponent":
+            raise KernelError(f"“{raw}” has a power of ten beyond ±{MAX_EXPONENT}: keep each "
+                              f"weight between -{MAX_ABS_WEIGHT:g} and {MAX_ABS_WEIGHT:g}.") from None
+        if exc.reason == "length":
+            raise KernelError(f"“{raw}” is too long: type a number of at most "
+                              f"{MAX_NUMBER_CHARS} characters, such as 0, -1, 0.5 or 1/16.") from None
+        raise KernelError(f"“{raw}” is not a number: type a number such as 0, -1, 0.5 or 1/16.") \
+            from None
+    if len(exact) == 2 and exact[1] == 0:
+        raise KernelError(f"“{raw}” divides by zero: use a non-zero denominator.")
+    try:
+        value = float(exact[0] / exact[1]) if len(exact) == 2 else float(exact[0])
     except OverflowError:
         value = math.inf
     if not math.isfinite(value) or abs(value) > MAX_ABS_WEIGHT:

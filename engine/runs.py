@@ -32,6 +32,11 @@ from engine.fsutil import atomic_dir
 from engine.paths import data_dir
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+OWNER_TEXT = re.compile(r"[\x21-\x7e]{0,256}")   # what an owner token may look like in run.json
+MAX_JSON_BYTES = 64 * 1024 * 1024   # a run's largest file (items.json of 100k images) is a few MB
+#: What reading a damaged or hostile run file may raise; each becomes a RunError sentence (or, in
+#: list_runs, a skipped run) — deep nesting makes json raise RecursionError, 1e999 counts overflow.
+DAMAGE = (OSError, ValueError, KeyError, TypeError, ArithmeticError, RecursionError)
 STATUSES = ("done", "cancelled")
 METRIC_NAMES = ("error_rate", "accuracy", "valid_loss", "train_loss")
 
@@ -63,12 +68,27 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunInfo":
-        return cls(id=str(d["id"]), owner=str(d.get("owner", "")), created=float(d["created"]),
+        """Read run.json's dict, checking every field's type and range: raises ValueError or
+        TypeError (never anything else) when the file was damaged or tampered with."""
+        if not isinstance(d, dict):
+            raise TypeError("run.json must hold an object")
+        owner, classes, metrics = d.get("owner", ""), d.get("classes", []), d.get("metrics", {})
+        # Tokens the app makes are 22 URL-safe characters; anything outside printable ASCII (which
+        # secrets.compare_digest refuses with a TypeError) can only be a tampered file.
+        if not isinstance(owner, str) or not OWNER_TEXT.fullmatch(owner):
+            raise ValueError("the owner is not a token")
+        if not isinstance(classes, list) or not classes or not isinstance(metrics, dict):
+            raise TypeError("classes must be a list of names and metrics an object")
+        created, epochs = float(d["created"]), d.get("epochs", 0)
+        if not math.isfinite(created) or isinstance(epochs, bool) or not isinstance(epochs, int) \
+                or not 0 <= epochs <= 1_000_000:
+            raise ValueError("created or epochs is out of range")
+        return cls(id=str(d["id"]), owner=owner, created=created,
                    status=str(d.get("status", "done")), arch=str(d.get("arch", "")),
-                   data=str(d.get("data", "")), classes=[str(c) for c in d.get("classes", [])],
-                   metrics={k: float(v) if v is not None else math.nan
-                            for k, v in dict(d.get("metrics", {})).items()},
-                   epochs=int(d.get("epochs", 0)))
+                   data=str(d.get("data", "")), classes=[str(c) for c in classes],
+                   metrics={str(k): float(v) if v is not None else math.nan
+                            for k, v in metrics.items()},
+                   epochs=epochs)
 
 
 @dataclass
@@ -136,8 +156,56 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(_clean(obj), default=_json_default, indent=1), encoding="utf-8")
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _read_json(path: Path, max_bytes: int | None = None) -> Any:
+    """A run file's JSON; a file over max_bytes (MAX_JSON_BYTES) is refused before it is read
+    into memory."""
+    max_bytes = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    with open(path, "rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path.name} is over {max_bytes:,} bytes")
+    return json.loads(raw.decode("utf-8"))
+
+
+def same_owner(a: str, b: str) -> bool:
+    """Whether two owner tokens are equal, in constant time, for any text (compare_digest refuses
+    non-ASCII str with a TypeError, so both are compared as UTF-8 bytes)."""
+    return secrets.compare_digest(str(a).encode("utf-8", "surrogatepass"),
+                                  str(b).encode("utf-8", "surrogatepass"))
+
+
+def _read_info(folder: Path) -> RunInfo:
+    """run.json of a run folder; the id it names must be the folder's own."""
+    info = RunInfo.from_dict(_read_json(folder / "run.json", max_bytes=1024 * 1024))
+    if info.id != folder.name:
+        raise ValueError("run.json names another run")
+    return info
+
+
+def _check_lines_up(run_id: str, classes: list[str], probs: np.ndarray, targets: np.ndarray,
+                    losses: np.ndarray, items: list[tuple[str, int]], history: Any,
+                    settings: Any) -> None:
+    """RunError unless predictions, classes and files describe the same N validation images."""
+    def damaged(what: str) -> RunError:
+        return RunError(f"Run {run_id} is damaged: {what}, so it cannot be opened.")
+
+    n = len(targets)
+    if targets.ndim != 1 or probs.ndim != 2 or len(probs) != n or losses.shape != (n,):
+        raise damaged("its predictions do not line up")
+    if not classes or probs.shape[1] != len(classes):
+        raise damaged(f"it names {len(classes)} classes but its predictions have "
+                      f"{probs.shape[1]} columns")
+    if n and (targets.min() < 0 or targets.max() >= len(classes)):
+        raise damaged("a true class lies outside its class list")
+    if len(items) != n:
+        raise damaged(f"it lists {len(items)} validation files for {n} predictions")
+    if any(label != t for (_, label), t in zip(items, targets.tolist())):
+        raise damaged("its validation files' classes differ from its predictions'")
+    named = [p for p, _ in items if p]
+    if len(set(named)) != len(named):
+        raise damaged("its validation list names the same file twice")
+    if not isinstance(history, dict) or not isinstance(settings, dict):
+        raise damaged("its history or settings are not what a run writes")
 
 
 def _metrics(learner: Any, preds: Any) -> dict[str, float]:
@@ -219,27 +287,39 @@ def read_info(run_id: str) -> RunInfo:
     """The RunInfo of one run (cheap: run.json only)."""
     folder = _run_folder(run_id)
     try:
-        return RunInfo.from_dict(_read_json(folder / "run.json"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return _read_info(folder)
+    except DAMAGE as exc:
         raise RunError(f"Run {run_id} is damaged (its run.json cannot be read).") from exc
 
 
+def _read_items(folder: Path) -> list[tuple[str, int]]:
+    raw = _read_json(folder / "items.json")
+    if not isinstance(raw, list) or not all(isinstance(it, list) and len(it) == 2
+                                            and isinstance(it[0], str) and isinstance(it[1], int)
+                                            and not isinstance(it[1], bool) for it in raw):
+        raise TypeError("items.json must list [path, label] pairs")
+    return [(p, y) for p, y in raw]
+
+
 def load_run(run_id: str) -> Run:
-    """Open a saved run (predictions, items, history, settings); the model loads on demand."""
+    """Open a saved run (predictions, items, history, settings); the model loads on demand.
+
+    Everything is checked to line up (one class per probability column, one file and label per
+    prediction, no file twice), so a damaged or tampered run is a RunError sentence, never an
+    IndexError on a page."""
     folder = _run_folder(run_id)
     try:
-        info = RunInfo.from_dict(_read_json(folder / "run.json"))
+        info = _read_info(folder)
         with np.load(folder / "preds.npz", allow_pickle=False) as z:
             probs = np.asarray(z["probs"], np.float32)
             targets = np.asarray(z["targets"], np.int64)
             losses = np.asarray(z["losses"], np.float32)
-        items = [(str(p), int(y)) for p, y in _read_json(folder / "items.json")]
+        items = _read_items(folder)
         history = _read_json(folder / "history.json")
         settings = _read_json(folder / "settings.json")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except DAMAGE as exc:
         raise RunError(f"Run {run_id} is damaged or incomplete and cannot be opened.") from exc
-    if probs.ndim != 2 or len(probs) != len(targets) or len(losses) != len(targets):
-        raise RunError(f"Run {run_id} is damaged: its predictions do not line up.")
+    _check_lines_up(run_id, list(info.classes), probs, targets, losses, items, history, settings)
     return Run(info=info, dir=folder, classes=list(info.classes), probs=probs, targets=targets,
                losses=losses, items=items, history=history, settings=settings,
                checkpoint=folder / "model.safetensors")
@@ -253,10 +333,10 @@ def list_runs(owner: str | None = None) -> list[RunInfo]:
         if not RUN_ID.match(child.name) or not child.is_dir() or child.is_symlink():
             continue   # temporary .part folders and anything foreign
         try:
-            info = RunInfo.from_dict(_read_json(child / "run.json"))
-        except (OSError, ValueError, KeyError, TypeError):
+            info = _read_info(child)
+        except DAMAGE:
             continue   # a damaged run is skipped in the list; load_run explains it when asked
-        if owner is None or secrets.compare_digest(info.owner, owner):
+        if owner is None or same_owner(info.owner, owner):
             out.append(info)
     return sorted(out, key=lambda r: r.created, reverse=True)
 
@@ -264,7 +344,7 @@ def list_runs(owner: str | None = None) -> list[RunInfo]:
 def delete_run(run_id: str, owner: str) -> None:
     """Remove one of owner's runs."""
     info = read_info(run_id)
-    if not secrets.compare_digest(info.owner, owner):
+    if not same_owner(info.owner, owner):
         raise RunError("Only the session that made a run can delete it.")
     shutil.rmtree(_run_folder(run_id))
 
@@ -292,6 +372,6 @@ def owns_data(data_root: str | os.PathLike, owner: str) -> bool:
     return root.parent == base / DEMO_DIR and root.name.startswith(demo_prefix(owner))
 
 
-__all__ = ["RUN_ID", "RunError", "RunInfo", "Run", "runs_dir", "new_run_id", "save_run",
+__all__ = ["RUN_ID", "OWNER_TEXT", "DAMAGE", "RunError", "same_owner", "RunInfo", "Run", "runs_dir", "new_run_id", "save_run",
            "load_run", "read_info", "list_runs", "delete_run", "DEMO_DIR", "demo_prefix",
            "owns_data"]

@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from engine.numbers import NumberError, read_float
+
 OPTIMIZERS = ("sgd", "momentum", "adam")
 OPTIMIZER_LABELS = {
     "sgd": "plain (a -= lr · grad)",
@@ -32,6 +34,7 @@ DIVERGE_FACTOR = 1e6       # a loss this many times the start's (or 1, if larger
 MAX_STEPS = 100_000
 MAX_POINTS = 100_000
 LR_RANGE = (1e-4, 10.0)    # the learning rates the page offers (slider and comparison)
+MAX_RATES_TEXT = 200       # characters of a comparison list: four rates fit many times over
 
 
 class SGDError(ValueError):
@@ -103,14 +106,18 @@ def parse_learning_rates(text: str) -> list[float]:
     """'0.01, 0.1, 1' -> [0.01, 0.1, 1.0]: two to four rates in LR_RANGE, separated by commas (or
     semicolons). Raises SGDError with a sentence for the user."""
     lo, hi = LR_RANGE
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    text = str(text)
+    if len(text) > MAX_RATES_TEXT:   # checked first: a link may carry any length
+        raise SGDError(f"The list of learning rates is too long ({len(text):,} characters; at most "
+                       f"{MAX_RATES_TEXT}): type two to four rates such as 0.01, 0.1, 0.9.")
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     values = []
     for p in parts:
         try:
-            v = float(p)
-        except ValueError:
-            raise SGDError(f"“{p}” is not a number: type two to four learning rates separated "
-                           "by commas, such as 0.01, 0.1, 0.9.") from None
+            v = read_float(p)        # length-checked; NaN and inf fall to the range test below
+        except NumberError as exc:   # "“x” is not a number." or "… is too long …"
+            raise SGDError(f"{exc} Type two to four learning rates separated by commas, such as "
+                           "0.01, 0.1, 0.9.") from None
         if not (math.isfinite(v) and lo <= v <= hi):
             raise SGDError(f"{p} is outside {lo:g} … {hi:g}: pick learning rates in that range.")
         values.append(v)

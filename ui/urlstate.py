@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlencode
 
 import streamlit as st
 
-from ui import state as S
+from engine.numbers import NumberError, read_float, read_int
+from ui import state
+
+
+MAX_URL_VALUE = 1000   # characters; the longest value a table holds (nine kernel cells) is far shorter
+
+
+def _number(read: Callable[[str], Any], text: str) -> Any:
+    """A number read by engine.numbers, its sentence turned into the short reason load() quotes."""
+    try:
+        return read(text)
+    except NumberError as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
 
 
 @dataclass(frozen=True)
@@ -38,15 +50,21 @@ class Param:
         return str(value)
 
     def decode(self, text: str) -> Any:
-        """Parse one URL value; raises ValueError with a short reason when it does not fit."""
+        """Parse one URL value; raises ValueError with a short reason when it does not fit.
+
+        The length is checked before anything else and numbers are read by engine.numbers, so a
+        link's value costs time in proportion to its length, never more."""
+        text = str(text)
+        if len(text) > MAX_URL_VALUE:
+            raise ValueError(f"longer than {MAX_URL_VALUE} characters")
         if self.kind == "bool":
             if text not in ("0", "1", "true", "false"):
                 raise ValueError("expected 0 or 1")
             value: Any = text in ("1", "true")
         elif self.kind == "int":
-            value = int(text)
+            value = _number(read_int, text)
         elif self.kind == "float":
-            value = float(text)
+            value = _number(read_float, text)
             if not math.isfinite(value):
                 raise ValueError("not a finite number")
         elif self.kind == "cells":
@@ -67,67 +85,67 @@ def _kernel_table() -> list[Param]:
     from engine.samples import SAMPLES
     PRESET_NAMES, SAMPLE_NAMES = tuple(PRESETS), tuple(SAMPLES)
     return [
-        Param("sample", S.K_SAMPLE, "str", "chelsea", SAMPLE_NAMES),
-        Param("preset", S.K_PRESET, "str", "top sobel", PRESET_NAMES + ("custom",)),
-        Param("k", S.K_CELL, "cells", None),
-        Param("grey", S.K_GREY, "bool", True),
-        Param("display", S.K_DISPLAY, "str", "diverging", DISPLAY_MODES),
-        Param("relu", S.K_RELU, "bool", False),
-        Param("border", S.K_BORDER, "str", "zero", BORDERS),
-        Param("ws", S.K_WORKSIZE, "int", 1024, (0, 512, 1024, 2048)),
-        Param("x", S.K_PX, "int", -1, lo=-1, hi=100_000),
-        Param("y", S.K_PY, "int", -1, lo=-1, hi=100_000),
-        Param("layers", S.K_LAYERS, "int", 1, lo=1, hi=3),
-        Param("l2", S.K_LAYER_PRESET.format(2), "str", "outline", PRESET_NAMES),
-        Param("l3", S.K_LAYER_PRESET.format(3), "str", "blur", PRESET_NAMES),
-        Param("r1", S.K_LAYER_RELU.format(1), "bool", True),
-        Param("r2", S.K_LAYER_RELU.format(2), "bool", True),
-        Param("hidden", S.K_HIDDEN, "str", "sharpen", PRESET_NAMES + ("the kernel in the grid",)),
-        Param("linit", S.K_LEARN_INIT, "str", "zero", ("zero", "random")),
-        Param("lrule", S.K_LEARN_RULE, "str", "momentum", ("momentum", "plain")),
-        Param("lsteps", S.K_LEARN_STEPS, "int", 200, (25, 50, 100, 200, 400, 800)),
-        Param("llr", S.K_LEARN_LR, "float", 1.0, (0.1, 0.5, 1.0, 1.9, 2.2, 3.0, 4.0)),
+        Param("sample", state.K_SAMPLE, "str", "chelsea", SAMPLE_NAMES),
+        Param("preset", state.K_PRESET, "str", "top sobel", PRESET_NAMES + ("custom",)),
+        Param("k", state.K_CELL, "cells", None),
+        Param("grey", state.K_GREY, "bool", True),
+        Param("display", state.K_DISPLAY, "str", "diverging", DISPLAY_MODES),
+        Param("relu", state.K_RELU, "bool", False),
+        Param("border", state.K_BORDER, "str", "zero", BORDERS),
+        Param("ws", state.K_WORKSIZE, "int", 1024, (0, 512, 1024, 2048)),
+        Param("x", state.K_PX, "int", -1, lo=-1, hi=100_000),
+        Param("y", state.K_PY, "int", -1, lo=-1, hi=100_000),
+        Param("layers", state.K_LAYERS, "int", 1, lo=1, hi=3),
+        Param("l2", state.K_LAYER_PRESET.format(2), "str", "outline", PRESET_NAMES),
+        Param("l3", state.K_LAYER_PRESET.format(3), "str", "blur", PRESET_NAMES),
+        Param("r1", state.K_LAYER_RELU.format(1), "bool", True),
+        Param("r2", state.K_LAYER_RELU.format(2), "bool", True),
+        Param("hidden", state.K_HIDDEN, "str", "sharpen", PRESET_NAMES + ("the kernel in the grid",)),
+        Param("linit", state.K_LEARN_INIT, "str", "zero", ("zero", "random")),
+        Param("lrule", state.K_LEARN_RULE, "str", "momentum", ("momentum", "plain")),
+        Param("lsteps", state.K_LEARN_STEPS, "int", 200, (25, 50, 100, 200, 400, 800)),
+        Param("llr", state.K_LEARN_LR, "float", 1.0, (0.1, 0.5, 1.0, 1.9, 2.2, 3.0, 4.0)),
     ]
 
 
 def _sgd_table() -> list[Param]:
     from engine.sgd import OPTIMIZERS
     return [
-        Param("lr", S.S_LR, "float", 0.1, lo=1e-4, hi=10.0),
-        Param("steps", S.S_STEPS, "int", 100, lo=1, hi=1000),
-        Param("bs", S.S_BATCH, "int", 0, lo=0, hi=1000),
-        Param("opt", S.S_OPTIMIZER, "str", "sgd", OPTIMIZERS),
-        Param("noise", S.S_NOISE, "float", 1.0, lo=0.0, hi=5.0),
-        Param("n", S.S_N, "int", 100, lo=10, hi=1000),
-        Param("seed", S.S_SEED, "int", 42, lo=0, hi=2**31 - 1),
-        Param("a1", S.S_A1, "float", -1.0, lo=-10.0, hi=10.0),
-        Param("a2", S.S_A2, "float", 1.0, lo=-10.0, hi=10.0),
-        Param("logy", S.S_LOGY, "bool", True),
-        Param("s3d", S.S_SURFACE3D, "bool", False),
-        Param("lines", S.S_LINE_BY_LINE, "bool", False),
-        Param("ms", S.S_SPEED, "int", 80, lo=10, hi=1000),
-        Param("cmp", S.S_COMPARE, "str", "0.01, 0.1, 0.9, 1.05"),
+        Param("lr", state.S_LR, "float", 0.1, lo=1e-4, hi=10.0),
+        Param("steps", state.S_STEPS, "int", 100, lo=1, hi=1000),
+        Param("bs", state.S_BATCH, "int", 0, lo=0, hi=1000),
+        Param("opt", state.S_OPTIMIZER, "str", "sgd", OPTIMIZERS),
+        Param("noise", state.S_NOISE, "float", 1.0, lo=0.0, hi=5.0),
+        Param("n", state.S_N, "int", 100, lo=10, hi=1000),
+        Param("seed", state.S_SEED, "int", 42, lo=0, hi=2**31 - 1),
+        Param("a1", state.S_A1, "float", -1.0, lo=-10.0, hi=10.0),
+        Param("a2", state.S_A2, "float", 1.0, lo=-10.0, hi=10.0),
+        Param("logy", state.S_LOGY, "bool", True),
+        Param("s3d", state.S_SURFACE3D, "bool", False),
+        Param("lines", state.S_LINE_BY_LINE, "bool", False),
+        Param("ms", state.S_SPEED, "int", 80, lo=10, hi=1000),
+        Param("cmp", state.S_COMPARE, "str", "0.01, 0.1, 0.9, 1.05"),
     ]
 
 
 def _explore_table() -> list[Param]:
     # The run id is checked by engine.runs.load_run (format and folder) when the page opens it.
-    return [Param("run", S.E_RUN, "str", "")]
+    return [Param("run", state.E_RUN, "str", "")]
 
 
 #: The Train page's URL names: (query key, RunSettings field, session-state key). Types, bounds,
 #: choices and defaults come from engine.settings, so they are written once.
-TRAIN_FIELDS = (("arch", "arch", S.T_ARCH), ("pre", "pretrained", S.T_PRETRAINED),
-                ("size", "size", S.T_SIZE), ("bs", "bs", S.T_BS), ("vp", "valid_pct", S.T_VALID_PCT),
-                ("seed", "seed", S.T_SEED), ("aug", "augment", S.T_AUGMENT),
-                ("method", "method", S.T_METHOD), ("epochs", "epochs", S.T_EPOCHS),
-                ("lr", "lr", S.T_LR), ("pc", "precompute", S.T_PRECOMPUTE))
+TRAIN_FIELDS = (("arch", "arch", state.T_ARCH), ("pre", "pretrained", state.T_PRETRAINED),
+                ("size", "size", state.T_SIZE), ("bs", "bs", state.T_BS), ("vp", "valid_pct", state.T_VALID_PCT),
+                ("seed", "seed", state.T_SEED), ("aug", "augment", state.T_AUGMENT),
+                ("method", "method", state.T_METHOD), ("epochs", "epochs", state.T_EPOCHS),
+                ("lr", "lr", state.T_LR), ("pc", "precompute", state.T_PRECOMPUTE))
 
 
 def _train_table() -> list[Param]:
     from engine.settings import FIELD_RULES, SHAREABLE_SOURCES, RunSettings
     defaults = RunSettings()
-    rows = [Param("data", S.T_SOURCE, "str", SHAREABLE_SOURCES[0], SHAREABLE_SOURCES)]
+    rows = [Param("data", state.T_SOURCE, "str", SHAREABLE_SOURCES[0], SHAREABLE_SOURCES)]
     for url, name, key in TRAIN_FIELDS:
         rule = FIELD_RULES[name]
         rows.append(Param(url, key, rule.kind, getattr(defaults, name), rule.choices, rule.lo,
@@ -148,16 +166,16 @@ def table(page: str) -> list[Param]:
 
 def _get_state(p: Param) -> Any:
     if p.kind == "cells":
-        return [S.get(p.key.format(i), "0") for i in range(9)]
-    return S.get(p.key, p.default)
+        return [state.get(p.key.format(i), "0") for i in range(9)]
+    return state.get(p.key, p.default)
 
 
 def _set_state(p: Param, value: Any) -> None:
     if p.kind == "cells":
         for i, text in enumerate(value):
-            S.set_value(p.key.format(i), text)
+            state.set_value(p.key.format(i), text)
     else:
-        S.set_value(p.key, value)
+        state.set_value(p.key, value)
 
 
 def load(page: str, params: dict[str, str] | None = None) -> list[str]:

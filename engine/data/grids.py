@@ -14,13 +14,25 @@ from engine.data.transforms import denormalize
 
 def grid_image(images: np.ndarray, labels: Sequence[str], *, ncols: int | None = None,
                tile: int = 112, pad: int = 4) -> np.ndarray:
-    """uint8 (B, H, W, 3) images with a caption under each -> one uint8 (H', W', 3) grid image."""
+    """uint8 (B, H, W, 3) images with a caption under each -> one uint8 (H', W', 3) grid image.
+
+    Any batch of images gives a grid: none gives one blank tile, 1×1 images are enlarged like the
+    rest, (B, H, W) grey batches are shown grey. Anything else is a DataError sentence."""
     from PIL import Image, ImageDraw, ImageFont
 
+    if int(tile) < 1 or int(pad) < 0:
+        raise DataError(f"A grid needs tiles of at least 1 pixel, not {tile}.")
+    images = np.asarray(images)
     b = len(images)
     if b == 0:
         return np.full((tile, tile, 3), 255, np.uint8)
-    ncols = ncols or int(np.ceil(np.sqrt(b)))
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=3)                 # (B, H, W) grey
+    if images.ndim != 4 or images.shape[3] != 3 or min(images.shape[1:3]) < 1 \
+            or images.dtype != np.uint8:
+        raise DataError(f"A grid shows uint8 images of shape (B, H, W, 3), not {images.dtype} "
+                        f"{tuple(images.shape)}.")
+    ncols = max(1, int(ncols or np.ceil(np.sqrt(b))))
     nrows = int(np.ceil(b / ncols))
     caption = 16
     cell_w, cell_h = tile + pad, tile + caption + pad

@@ -1,8 +1,10 @@
 """Unpacking a zip of class folders safely: every entry is checked before anything is written.
 
-Refused as a whole: unsafe names (absolute, drive letters, backslashes, `..`, control characters),
-links and special files, encrypted entries, duplicates, overlapping entries (zip bombs), too many
-files or too many bytes. Extraction goes through a temporary folder renamed into place.
+Refused as a whole: unsafe names (absolute, drive letters, backslashes, `..`, control characters,
+names longer than the filesystem allows), links and special files, encrypted entries, duplicates,
+overlapping entries (zip bombs), too many files or too many bytes. Extraction goes through a
+temporary folder renamed into place; a name the filesystem still refuses, or a full disk, is a
+DataError too, and the previous data set stays.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from engine.data.files import building_folder, is_junk
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What Linux filesystems accept (NAME_MAX, and PATH_MAX less room for the data folder's own path):
+# a longer entry name would fail half-way through extraction, so it is refused before it starts.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
 
 
 def _zip_name_problem(info: zipfile.ZipInfo) -> str | None:
@@ -35,6 +41,10 @@ def _zip_name_problem(info: zipfile.ZipInfo) -> str | None:
         return "names a drive or uses a colon"
     if ".." in name.split("/"):
         return "climbs out of its folder with '..'"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in name.split("/")):
+        return f"has a file or folder name longer than {MAX_NAME_BYTES} bytes"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return f"has a path longer than {MAX_PATH_BYTES} bytes"
     return None
 
 
@@ -60,9 +70,46 @@ def _local_header_len(info: zipfile.ZipInfo) -> int:
         return 30 + len(info.orig_filename.encode("utf-8"))
 
 
+def _os_reason(exc: OSError) -> str:
+    """A few words on why the filesystem refused to write an entry."""
+    import errno
+    if exc.errno == errno.ENAMETOOLONG:
+        return "a file or folder name is longer than the server's filesystem allows"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the server's disk is full"
+    if exc.errno == errno.EILSEQ:
+        return "a name uses characters the server's filesystem refuses"
+    return exc.strerror or type(exc).__name__
+
+
 def _declared_size(info: zipfile.ZipInfo) -> int:
     """What the zip's directory claims an entry unpacks to: a quick first check, never trusted."""
     return info.file_size
+
+
+def _write_plan(zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]], dest: Path,
+                max_bytes: int) -> None:
+    """Write the checked entries into a temporary folder that replaces dest at the end."""
+    with building_folder(dest) as tmp:
+        try:
+            total = 0
+            for info, parts in plan:
+                target = tmp.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as fin, open(target, "xb") as fout:
+                    while chunk := fin.read(1 << 16):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise DataError(f"The zip unpacks to more than "
+                                            f"{max_bytes / 1e6:,.0f} MB (the limit), so "
+                                            f"nothing was extracted.")
+                        fout.write(chunk)
+        except DataError:
+            raise          # a ValueError too: kept apart from the damaged-zip errors below
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+                FileExistsError, ValueError):
+            raise DataError("The zip is damaged or uses a feature the app cannot unpack, so "
+                            "nothing was extracted.") from None
 
 
 def extract_zip(src: str | os.PathLike | io.IOBase, dest: str | os.PathLike, *,
@@ -70,7 +117,8 @@ def extract_zip(src: str | os.PathLike | io.IOBase, dest: str | os.PathLike, *,
     """Extract a zip of class folders into `dest`, safely; returns dest.
 
     Refused as a whole (DataError, nothing written, an existing dest left as it was): absolute
-    paths, drive letters, backslashes, `..`, links and special files, encrypted entries, the same
+    paths, drive letters, backslashes, `..`, a name over MAX_NAME_BYTES per part or MAX_PATH_BYTES
+    in all (or any other the filesystem refuses), links and special files, encrypted entries, the same
     name twice (case and Unicode form ignored), entries whose data overlap (a zip-bomb trick), more
     than `max_files` files, or more than `max_bytes` bytes once unpacked — counted while streaming,
     whatever the headers claim. Extraction goes to a temporary folder that replaces dest only at the
@@ -140,26 +188,11 @@ def extract_zip(src: str | os.PathLike | io.IOBase, dest: str | os.PathLike, *,
         if len(tops) == 1 and all(len(parts) >= 3 for _, parts in plan):
             plan = [(info, parts[1:]) for info, parts in plan]
 
-        with building_folder(dest) as tmp:
-            try:
-                total = 0
-                for info, parts in plan:
-                    target = tmp.joinpath(*parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as fin, open(target, "xb") as fout:
-                        while chunk := fin.read(1 << 16):
-                            total += len(chunk)
-                            if total > max_bytes:
-                                raise DataError(f"The zip unpacks to more than "
-                                                f"{max_bytes / 1e6:,.0f} MB (the limit), so "
-                                                f"nothing was extracted.")
-                            fout.write(chunk)
-            except DataError:
-                raise          # a ValueError too: kept apart from the damaged-zip errors below
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
-                    FileExistsError, ValueError):
-                raise DataError("The zip is damaged or uses a feature the app cannot unpack, so "
-                                "nothing was extracted.") from None
+        try:
+            _write_plan(zf, plan, dest, max_bytes)
+        except OSError as exc:   # the filesystem refused a name or the folder, or the disk is full
+            raise DataError(f"The zip could not be unpacked here ({_os_reason(exc)}), so "
+                            "nothing was extracted.") from None
     return dest
 
 

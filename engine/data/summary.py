@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from engine.data.errors import DataError
 from engine.settings import RunSettings
 
 
@@ -22,7 +23,8 @@ def class_counts(folder: str | os.PathLike, valid_pct: float = 0.2, seed: int = 
 
 def preview_batch(s: RunSettings, *, augment: bool, n: int = 16, seed: int = 0) -> np.ndarray:
     """A show_batch-style grid of n training images as the model sees them, decoding only those
-    n files (so a large photo set previews at once); uint8 (H, W, 3)."""
+    n files (so a large photo set previews at once); uint8 (H, W, 3). DataError (a sentence) when
+    none of them decodes (broken files, or images too small or too oddly shaped to use)."""
     import torch
 
     from engine.data.grids import grid_image
@@ -34,7 +36,12 @@ def preview_batch(s: RunSettings, *, augment: bool, n: int = 16, seed: int = 0) 
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(items.train), size=min(n, len(items.train)), replace=False)
     paths = [items.train[i][0] for i in pick]
-    images, ok, _ = decode_items(paths, s.size, workers=2)
+    images, ok, bad = decode_items(paths, s.size, workers=2)
+    if not ok:   # nothing to show (and an empty batch is nothing to augment): say why instead
+        reason = f" The first one: {bad[0][1]}" if bad else ""
+        raise DataError(f"None of the {len(paths)} training images picked for the preview could "
+                        f"be decoded, so there is nothing to show.{reason} “Check every image” lists "
+                        "the files that cannot be used.")
     labels = [items.classes[items.train[pick[i]][1]] for i in ok]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import struct
 import tarfile
@@ -579,3 +580,108 @@ def test_worker_processes_give_the_same_valid_batches(small_set):
     torch.testing.assert_close(a, b)
     x, y = next(iter(multi.train))
     assert x.shape == (4, 3, 24, 24) and y.dtype == torch.int64
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 18, defect 3: zip entry names the filesystem refuses are a DataError, the old set kept
+
+
+@pytest.mark.parametrize("name, match", [
+    ("teddy/" + "a" * 252 + ".png", "longer than 255 bytes"),              # one 256-byte file name
+    ("teddy/" + "ü" * 126 + ".png", "longer than 255 bytes"),              # 130 characters, 256 bytes
+    ("b" * 300 + "/x.png", "longer than 255 bytes"),                       # a folder name
+    ("/".join(["d" * 200] * 6) + "/x.png", "path longer than 1024 bytes"),
+    ("/".join(["d" * 250] * 17) + "/x.png", "path longer than 1024 bytes"),   # over PATH_MAX too
+])
+def test_zip_entry_names_the_filesystem_refuses_are_a_sentence(zip_env, tmp_path, name, match):
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "long.zip", [("teddy/ok.png", _png()), (name, _png())])
+    _assert_rejected(src, dest, sets, tmp_path, match)
+
+
+def test_a_255_byte_name_is_still_extracted(zip_env):
+    uploads, _, dest = zip_env
+    name = "ü" * 125 + ".png"                                                  # 254 bytes
+    src = _zip(uploads / "ok.zip", [("teddy/" + name, _png()), ("grizzly/b.png", _png())])
+    data.extract_zip(src, dest)
+    assert (dest / "teddy" / name).is_file()
+
+
+@pytest.mark.parametrize("code, words", [(28, "disk is full"), (36, "name is longer"),
+                                         (84, "characters"), (13, "Permission denied")])
+def test_a_filesystem_error_while_writing_is_a_sentence(zip_env, tmp_path, monkeypatch, code, words):
+    """Whatever else the filesystem refuses while writing (ENOSPC, ENAMETOOLONG, EILSEQ, EACCES)
+    becomes a DataError too, and the previous set stays."""
+    import builtins
+    from engine.data import safezip
+
+    def refusing_open(path, mode="r", *args, **kwargs):
+        if "x" in mode:
+            raise OSError(code, os.strerror(code), str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(safezip, "open", refusing_open, raising=False)
+    uploads, sets, dest = zip_env
+    src = _zip(uploads / "fine.zip", [("teddy/a.png", _png()), ("grizzly/b.png", _png())])
+    _assert_rejected(src, dest, sets, tmp_path, words)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 18, defect 4: a preview of a data set where nothing decodes, or every image is 1×1
+
+
+def _set_of(root: Path, body: bytes, per_class: int = 3) -> Path:
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            (root / cls / f"{i}.png").write_bytes(body)
+    return root
+
+
+@pytest.mark.parametrize("body, words", [
+    (_png(size=(1, 1)), "1×1"),
+    (_png(size=(2, 9)), "2×9"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "cannot be decoded|not an image"),
+    (b"<html>not a picture</html>", "HTML"),
+])
+def test_a_preview_where_nothing_decodes_is_a_sentence(tmp_path, body, words):
+    from engine.data.summary import preview_batch
+    from engine.settings import RunSettings
+
+    folder = _set_of(tmp_path / "set", body)
+    for augment in (True, False):
+        with pytest.raises(DataError, match=rf"None of the \d+ training images") as err:
+            preview_batch(RunSettings(folder=str(folder), size=16), augment=augment)
+        assert re.search(words, str(err.value)) and len(str(err.value)) < 400
+
+
+def test_a_preview_skips_the_files_that_do_not_decode(tmp_path):
+    from engine.data.summary import preview_batch
+    from engine.settings import RunSettings
+
+    folder = _set_of(tmp_path / "set", _png(size=(1, 1)))
+    for cls in ("a", "b"):                     # at most one image per class is held out
+        for i in range(3):
+            (folder / cls / f"good{i}.png").write_bytes(_png(size=(20, 20)))
+    grid = preview_batch(RunSettings(folder=str(folder), size=16, valid_pct=0.05), augment=True)
+    assert grid.dtype == np.uint8 and grid.ndim == 3
+
+
+def test_grids_take_any_batch_and_refuse_the_rest_in_a_sentence():
+    assert data.grid_image(np.zeros((0, 8, 8, 3), np.uint8), [], tile=20).shape == (20, 20, 3)
+    one_pixel = data.grid_image(np.full((3, 1, 1, 3), 200, np.uint8), ["a", "b", "c"], tile=10)
+    assert one_pixel.dtype == np.uint8 and one_pixel[5, 5].tolist() == [200, 200, 200]
+    grey = data.grid_image(np.zeros((2, 4, 4), np.uint8), ["a", "b"], ncols=-3, tile=10)
+    assert grey.ndim == 3 and grey.shape[2] == 3
+    for bad in (np.zeros((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 2), np.uint8),
+                np.zeros((2, 0, 4, 3), np.uint8), np.zeros(5, np.uint8)):
+        with pytest.raises(DataError):
+            data.grid_image(bad, ["x"])
+    with pytest.raises(DataError):
+        data.grid_image(np.zeros((1, 4, 4, 3), np.uint8), ["x"], tile=0)
+
+
+def test_augmenting_an_empty_batch_gives_an_empty_batch():
+    x = torch.zeros(0, 3, 16, 16)
+    out = data.batch_augment(DataConfig(size=16))(x)
+    assert out.shape == (0, 3, 16, 16)

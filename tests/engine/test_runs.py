@@ -151,3 +151,136 @@ def test_delete_only_by_owner(saved):
         runs.delete_run(info.id, "mallory")
     runs.delete_run(info.id, "alice-token")
     assert runs.list_runs() == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 18, defect 8: run files are validated on load; a bad run is a sentence and never affects
+# other runs
+
+
+def _copy_run(info: runs.RunInfo, **run_json) -> str:
+    """A copy of a saved run under a new id, with run.json fields replaced; returns the id."""
+    import shutil
+
+    new_id = secrets.token_urlsafe(16)
+    folder = runs.runs_dir() / new_id
+    shutil.copytree(runs.runs_dir() / info.id, folder)
+    meta = json.loads((folder / "run.json").read_text())
+    meta.update({"id": new_id, **run_json})
+    (folder / "run.json").write_text(json.dumps(meta, ensure_ascii=False))
+    return new_id
+
+
+def _rewrite(run_id: str, name: str, change) -> None:
+    path = runs.runs_dir() / run_id / name
+    if name == "preds.npz":
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        change(arrays)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    else:
+        value = json.loads(path.read_text())
+        value = change(value) if callable(change) else change
+        path.write_text(value if isinstance(value, str) else json.dumps(value))
+
+
+TAMPERED = {
+    "fewer files than predictions": ("items.json", lambda v: v[:-1]),
+    "more files than predictions": ("items.json", lambda v: v + [["/data/set/x.png", 0]]),
+    "a file's label differs": ("items.json", lambda v: [[v[0][0], 1 - v[0][1]]] + v[1:]),
+    "the same file twice": ("items.json", lambda v: [v[0], [v[0][0], v[1][1]]] + v[2:]),
+    "items are not pairs": ("items.json", lambda v: [{"path": p} for p, _ in v]),
+    "a label is text": ("items.json", lambda v: [[p, str(y)] for p, y in v]),
+    "items.json is an object": ("items.json", {"a": 1}),
+    "a true class out of range": ("preds.npz", lambda z: z.__setitem__("targets", z["targets"] + 5)),
+    "a negative true class": ("preds.npz", lambda z: z.__setitem__("targets", z["targets"] - 9)),
+    "one column too many": ("preds.npz",
+                            lambda z: z.__setitem__("probs", np.hstack([z["probs"], z["probs"][:, :1]]))),
+    "probs flattened": ("preds.npz", lambda z: z.__setitem__("probs", z["probs"].ravel())),
+    "losses cut short": ("preds.npz", lambda z: z.__setitem__("losses", z["losses"][:-1])),
+    "history is a list": ("history.json", [1, 2]),
+    "settings are text": ("settings.json", "just text"),
+    "history nested 100,000 deep": ("history.json", "[" * 100_000 + "]" * 100_000),
+    "classes is a string": ("run.json", lambda v: {**v, "classes": "cat"}),
+    "one class fewer": ("run.json", lambda v: {**v, "classes": v["classes"][:1]}),
+    "no classes": ("run.json", lambda v: {**v, "classes": []}),
+    "created is 1e999": ("run.json", lambda v: json.dumps(v).replace(
+        f'"created": {json.dumps(v["created"])}', '"created": 1e999')),
+    "created has 400 digits": ("run.json", lambda v: json.dumps(v).replace(
+        f'"created": {json.dumps(v["created"])}', '"created": 1' + "0" * 400)),
+    "epochs is huge": ("run.json", lambda v: {**v, "epochs": 10 ** 30}),
+    "epochs is true": ("run.json", lambda v: {**v, "epochs": True}),
+    "metrics are a list": ("run.json", lambda v: {**v, "metrics": [1, 2]}),
+    "owner is not ASCII": ("run.json", lambda v: {**v, "owner": "ålice-tøken"}),
+    "owner is a number": ("run.json", lambda v: {**v, "owner": 7}),
+    "owner has a lone surrogate": ("run.json", lambda v: json.dumps(v).replace(
+        '"alice-token"', '"\\ud800"')),
+    "run.json names another run": ("run.json", lambda v: {**v, "id": secrets.token_urlsafe(16)}),
+    "run.json is a list": ("run.json", [1, 2, 3]),
+    "run.json is broken": ("run.json", '{"id": "'),
+    "run.json is null": ("run.json", None),
+}
+
+
+#: Faults run.json alone cannot show (list_runs reads nothing else): listed, refused when opened.
+LISTED = {"one class fewer"}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_run_is_a_sentence_and_the_others_stay(saved, case):
+    _, good = saved
+    bad = _copy_run(good)
+    name, change = TAMPERED[case]
+    _rewrite(bad, name, change)
+    with pytest.raises(runs.RunError, match="damaged") as err:
+        runs.load_run(bad)
+    assert len(str(err.value)) < 300
+    # every other run is untouched by it: listed, opened, its owner's list complete
+    listed = [r.id for r in runs.list_runs("alice-token")]
+    assert good.id in listed and set(listed) <= {good.id, bad}
+    assert runs.load_run(good.id).info.id == good.id
+    if name == "run.json" and case not in LISTED:
+        assert bad not in [r.id for r in runs.list_runs()]
+        with pytest.raises(runs.RunError, match="damaged"):
+            runs.read_info(bad)
+
+
+def test_list_runs_survives_every_broken_run_at_once(saved):
+    """All the run.json faults side by side: each is skipped, alice's and bob's runs are listed
+    for them, and asking with a token that is not ASCII is an empty list, not a TypeError."""
+    _, good = saved
+    bob = _copy_run(good, owner="bob-token")
+    for case, (name, change) in TAMPERED.items():
+        if name == "run.json" and case not in LISTED:
+            _rewrite(_copy_run(good), name, change)
+    (runs.runs_dir() / secrets.token_urlsafe(16)).mkdir()              # no run.json at all
+    big = _copy_run(good)
+    (runs.runs_dir() / big / "run.json").write_text(" " * (2 * 1024 * 1024) + "{}")
+    assert [r.id for r in runs.list_runs("alice-token")] == [good.id]
+    assert [r.id for r in runs.list_runs("bob-token")] == [bob]
+    assert sorted(r.id for r in runs.list_runs()) == sorted([good.id, bob])
+    for odd in ("ålice-tøken", "\ud800", "", "a" * 10_000):
+        assert runs.list_runs(odd) == []
+    with pytest.raises(runs.RunError, match="Only the session"):
+        runs.delete_run(good.id, "ålice-tøken")
+    assert runs.same_owner("ålice", "ålice") and not runs.same_owner("ålice", "alice")
+
+
+def test_a_run_file_over_the_size_cap_is_refused_before_it_is_read(saved, monkeypatch):
+    _, good = saved
+    monkeypatch.setattr(runs, "MAX_JSON_BYTES", 64)
+    with pytest.raises(runs.RunError, match="damaged"):
+        runs.load_run(good.id)
+
+
+def test_an_empty_validation_set_still_opens(saved):
+    """A run whose validation set was empty (one image per class) is not damaged: 0 predictions,
+    one column per class."""
+    _, good = saved
+    run_id = _copy_run(good)
+    _rewrite(run_id, "items.json", [])
+    _rewrite(run_id, "preds.npz", lambda z: z.update(probs=z["probs"][:0], targets=z["targets"][:0],
+                                                      losses=z["losses"][:0]))
+    run = runs.load_run(run_id)
+    assert run.probs.shape == (0, 2) and run.items == []

@@ -194,3 +194,76 @@ def test_the_demo_button_makes_a_run_this_session_may_clean(tmp_path, monkeypatc
     assert not any("every user of this server shares" in i.value for i in at.info)
     assert all(not s.disabled for s in at.selectbox if str(s.key).startswith("explore.dec."))
     assert next((tmp_path / "explore-demo").iterdir()).is_dir()
+
+
+# Issue 18 -------------------------------------------------------------------------------------
+
+
+def _strip_png(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [(3, 2_000_000), (100_000, 3), (20_001, 1_001)], ids=str)
+def test_predict_refuses_an_extreme_upload_in_a_sentence(env, size):
+    """Defect 2: a tiny PNG of extreme shape (anyone with a share link can upload one) is refused
+    before decoding, with a sentence; the page goes on."""
+    run_id, _ = env
+    at = app(owner="someone-else", query={"run": run_id})
+    at.radio(key=state.E_PRED_SOURCE).set_value("upload").run()
+    at.file_uploader(key=state.E_UPLOAD).set_value(("strip.png", _strip_png(size), "image/png")).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and f"{size[0]}×{size[1]}" in errors[0] and "limit" in errors[0]
+    assert not any(m.value.startswith("### ") for m in at.markdown)      # no prediction shown
+
+
+@pytest.fixture
+def own_store(stored, tmp_path, monkeypatch):
+    """A copy of the stored runs in a data dir of this test's own (the data set stays shared)."""
+    import shutil
+    run_id, folder, data = stored
+    shutil.copytree(data / "runs", tmp_path / "runs")
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    return run_id, tmp_path / "runs"
+
+
+def _tampered_copy(runs_root: Path, run_id: str, file: str, change, owner: str = "mallory") -> str:
+    import json
+    import secrets
+    import shutil
+    new_id = secrets.token_urlsafe(16)
+    shutil.copytree(runs_root / run_id, runs_root / new_id)
+    info = json.loads((runs_root / new_id / "run.json").read_text())
+    (runs_root / new_id / "run.json").write_text(json.dumps({**info, "id": new_id, "owner": owner}))
+    path = runs_root / new_id / file
+    path.write_text(change(path.read_text()))
+    return new_id
+
+
+def test_a_tampered_run_is_one_sentence_and_other_runs_still_open(own_store):
+    """Defect 8: a run whose items do not line up (duplicate paths crashed the Clean tab), and a
+    run.json with a non-ASCII owner (list_runs raised for every user), in the same store as a good
+    run: the bad link is a sentence, the good run opens for its owner and for a link."""
+    import json
+    run_id, root = own_store
+    dup = _tampered_copy(root, run_id, "items.json",
+                         lambda t: json.dumps([json.loads(t)[0]] * len(json.loads(t))))
+    short = _tampered_copy(root, run_id, "items.json", lambda t: json.dumps(json.loads(t)[:2]))
+    _tampered_copy(root, run_id, "run.json",
+                   lambda t: json.dumps({**json.loads(t), "owner": "ünïcødé-öwner"}))
+    _tampered_copy(root, run_id, "run.json", lambda t: t[: len(t) // 2], owner=OWNER)  # broken
+    for bad in (dup, short):
+        at = app(owner="someone-else", query={"run": bad})
+        assert any("damaged" in e.value for e in at.error), [e.value for e in at.error]
+    at = app(owner="mallory")                 # its owner's newest run is damaged: a sentence too
+    assert any("damaged" in e.value for e in at.error), [e.value for e in at.error]
+    at = app()                                               # the owner's list: the good run
+    assert at.selectbox(key=state.E_RUN).value == run_id and not at.error
+    assert "predicted in" in texts(at)
+    at = app(owner="ünïcødé-öwner")                            # even that token lists nothing bad
+    assert not at.error

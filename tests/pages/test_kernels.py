@@ -125,3 +125,47 @@ def test_too_large_learning_rate_reports_divergence(at):
     at.select_slider(key=state.K_LEARN_LR).set_value(2.2).run()
     at.button(key="kernels.learn_go").click().run()
     assert at.error and "Diverged at step" in at.error[0].value
+
+
+# Issue 18, defect 1: a link (or a typed cell) whose number would take unbounded work to read.
+HOSTILE_LINK_CELLS = [("1e999999999/3", "power of ten"), ("-1E+999999999", "power of ten"),
+                      ("3/1e999999999", "power of ten"), ("9" * 41, "too long"),
+                      ("1" + "0" * 500, "too long"), ("10**999999999", "not a number")]
+
+
+def _default_output() -> str:
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.run()
+    return output_url(app)
+
+
+@pytest.mark.parametrize("cell,words", HOSTILE_LINK_CELLS, ids=lambda v: str(v)[:16])
+def test_a_link_with_a_hostile_cell_is_a_sentence_and_keeps_the_last_kernel(cell, words):
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.query_params.update({"preset": "custom", "k": ",".join([cell] + ["0"] * 8)})
+    app.run()
+    assert not app.exception
+    (error,) = [e.value for e in app.error]
+    assert "Row 1, column 1" in error and words in error and "last valid kernel" in error
+    assert len(error) < 400                                  # the cell is quoted short, if at all
+    assert output_url(app) == _default_output()              # the default kernel stays applied
+
+
+def test_a_link_value_over_the_length_cap_is_ignored_with_a_warning():
+    app = AppTest.from_file(PAGE, default_timeout=60)
+    app.query_params.update({"k": ",".join(["9" * 5000] * 9), "x": "1" * 5000,
+                             "llr": "1e999999999"})
+    app.run()
+    assert not app.exception and not app.error
+    warnings = [w.value for w in app.warning]
+    assert len(warnings) == 3 and any("longer than 1000 characters" in w for w in warnings)
+    assert all(len(w) < 300 for w in warnings)
+    assert cells(app) == ["1", "2", "1", "0", "0", "0", "-1", "-2", "-1"]
+
+
+def test_typing_a_hostile_cell_keeps_the_last_kernel(at):
+    before = output_url(at)
+    at.text_input(key=state.K_CELL.format(4)).input("1e999999999/3").run()
+    assert not at.exception
+    assert "Row 2, column 2" in at.error[0].value and "power of ten" in at.error[0].value
+    assert output_url(at) == before
