@@ -129,7 +129,8 @@ def data_root(paths: list[str] | list[Path]) -> Path:
 
 
 def _check_owner(owner: str | None, run_owner: str | None) -> None:
-    if not owner or not run_owner or not secrets.compare_digest(str(owner), str(run_owner)):
+    from engine.runs import same_owner   # bytes, so an odd owner is a refusal, not a TypeError
+    if not owner or not run_owner or not same_owner(owner, run_owner):
         raise CleanError("This run was shared with you, so its data cannot be changed from here; "
                          "train your own run to clean its data.")
 

@@ -144,3 +144,10 @@ def test_undo_refuses_when_a_file_was_taken_back_by_hand(data):
 def test_nothing_to_do_writes_no_journal(data):
     j = apply(data, {"circle/0.png": cleaner.KEEP})
     assert j.moves == [] and not list(cleaner.journals_dir().glob("*.json"))
+
+
+@pytest.mark.parametrize("owner,run_owner", [("é" * 22, "a" * 22), ("a" * 22, "ü" * 22),
+                                             ("a" * 22, "\udcff" * 22)])
+def test_an_odd_owner_is_refused_in_a_sentence_not_a_type_error(owner, run_owner):
+    with pytest.raises(cleaner.CleanError, match="shared with you"):
+        cleaner._check_owner(owner, run_owner)
