@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run serve audit test bench bench-deps chromium deps dev-deps clean
+.PHONY: run serve serve-model audit test bench bench-deps chromium deps dev-deps clean
 
 run: $(VENV)/.deps
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
@@ -25,6 +25,15 @@ serve: $(VENV)/.deps
 	  --server.enableXsrfProtection true --server.disconnectedSessionTTL $(SESSION_TTL) \
 	  --runner.postScriptGC false \
 	  --client.showErrorDetails none --client.toolbarMode minimal --browser.gatherUsageStats false
+
+# The inference service for one saved run (README, "Serving a model"): FastAPI on uvicorn at
+# http://$(MODEL_HOST):$(MODEL_PORT); `curl -F file=@photo.jpg http://127.0.0.1:8000/predict`.
+RUN        ?=
+MODEL_HOST ?= 127.0.0.1
+MODEL_PORT ?= 8000
+serve-model: $(VENV)/.deps
+	@test -n "$(RUN)" || { echo "usage: make serve-model RUN=<run id> (the id from the Explorer's Export tab)"; exit 2; }
+	DLLAB_DATA="$(DLLAB_DATA)" $(BIN)/python -m engine.serve --run="$(RUN)" --host $(MODEL_HOST) --port $(MODEL_PORT)
 
 # pip-audit itself, for a machine that reaches its vulnerability services (PyPI's per-release JSON
 # or OSV); `make test` runs the dependency-free .ci/audit.py instead. See HOSTING.md, "Security audit".

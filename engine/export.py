@@ -2,7 +2,8 @@
 
     model.safetensors   the checkpoint exactly as the run store saved it (tensors + JSON header)
     model.json          classes in output order, architecture, input size and normalisation
-    README.md           a few lines on loading it with engine.models.load_checkpoint
+    README.md           loading it with plain PyTorch (engine.portable's code), with
+                        engine.models.load_checkpoint, and serving it (engine.serve)
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from engine.data.config import MAX_SIZE, MIN_SIZE
+from engine.images import MAX_ASPECT, MAX_SIDE
 from engine.models import read_checkpoint_meta
+from engine.portable import loading_code, requirements
 
 ZIP_NAMES = ("model.safetensors", "model.json", "README.md")
 
@@ -52,7 +56,15 @@ Architecture **{desc["arch"]}**, {desc["n_classes"]} classes ({classes}), traine
 - `model.json` is that description on its own: the class names in the order of the model's outputs,
   the input size, and the normalisation the model was trained with.
 
-## Predicting with it
+## Predicting with it, without Deep Learning Lab
+
+Plain PyTorch: nothing from this app is imported. Put this zip's files and a `photo.jpg` in one
+folder, `pip install {requirements(desc["arch"])}`, and run:
+
+```python
+{loading_code(desc)}```
+
+## Predicting with it in Deep Learning Lab
 
 From the root of the Deep Learning Lab repository:
 
@@ -68,7 +80,20 @@ print(label, probs[index])                          # probs has one entry per cl
 `predict` runs on the CPU by default and prepares the photo the way the validation images were
 prepared: shorter side to {desc["size"]} pixels, the centre square, pixels scaled to 0-1, then
 normalised with the mean and standard deviation listed in `model.json`. A photo prepared any other
-way will still give an answer, just a worse one.
+way will still give an answer, just a worse one. Both ways prepare it identically.
+
+`load_checkpoint` checks the header before it builds anything, so a zip from someone else can be
+opened this way too: it refuses a file that is not a safetensors checkpoint, an input size outside
+{MIN_SIZE}-{MAX_SIZE} pixels, a mean or standard deviation that is not three numbers from 0 to 1 (the
+deviation above 0), a class list that does not match the weights, or an architecture it does not
+know. `load_image` refuses a photo over {MAX_SIDE:,} pixels on a side or more than {MAX_ASPECT} times
+longer than it is wide (or tall).
+
+## Serving it over HTTP
+
+From the root of the Deep Learning Lab repository, `python -m engine.serve --model <this zip>`
+serves it at http://127.0.0.1:8000 (`POST /predict`, `GET /classify-url?url=…`, `GET /model`,
+OpenAPI page at `/docs`); then `curl -F file=@photo.jpg http://127.0.0.1:8000/predict`.
 """
 
 

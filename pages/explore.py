@@ -6,46 +6,48 @@ engine.demo makes the demo run; each tab is drawn by a ui.explore_* module.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import streamlit as st
 
 from engine.demo import make_demo_run
 from engine.runs import Run, RunError, RunInfo, list_runs, load_run, read_info
-from ui import state as S
+from ui import state
 from ui import urlstate
 from ui.explore_cleaner import clean_section
 from ui.explore_common import ENGINE_ERRORS
+from ui.explore_export import export_section
 from ui.explore_mistakes import mistakes, top_losses_section
 from ui.explore_predict import predict_section
 from ui.nav import ensure_app_navigation
 
 PAGE = "explore"
-WIDGETS = [S.E_CM_MODE, S.E_MIN_VAL, S.E_K, S.E_ORDER, S.E_CAM_ALPHA, S.E_CMAP, S.E_CLEAN_SPLIT,
-           S.E_CLEAN_CLASS, S.E_CLEAN_N, S.E_PRED_SOURCE, S.E_PRED_ITEM, S.E_RUN]
+WIDGETS = [state.E_CM_MODE, state.E_MIN_VAL, state.E_K, state.E_ORDER, state.E_CAM_ALPHA, state.E_CMAP, state.E_CLEAN_SPLIT,
+           state.E_CLEAN_CLASS, state.E_CLEAN_N, state.E_PRED_SOURCE, state.E_PRED_ITEM, state.E_RUN]
 
 
 def init_state() -> None:
     """Widget defaults, the session's lasting dicts, and a ?run= link (once per session)."""
-    S.restore(S.E_CM_MODE, "counts")
-    S.restore(S.E_MIN_VAL, 1)
-    S.restore(S.E_K, 8)
-    S.restore(S.E_ORDER, "largest")
-    S.restore(S.E_CAM_ALPHA, 0.5)
-    S.restore(S.E_CMAP, "cividis")
-    S.restore(S.E_CLEAN_SPLIT, "valid")
-    S.restore(S.E_CLEAN_N, 12)
-    S.restore(S.E_PRED_SOURCE, "valid")
-    for key in (S.E_DECISIONS, S.E_JOURNAL, S.E_TRAIN_LOSSES, S.E_CAMS):
+    state.restore(state.E_CM_MODE, "counts")
+    state.restore(state.E_MIN_VAL, 1)
+    state.restore(state.E_K, 8)
+    state.restore(state.E_ORDER, "largest")
+    state.restore(state.E_CAM_ALPHA, 0.5)
+    state.restore(state.E_CMAP, "cividis")
+    state.restore(state.E_CLEAN_SPLIT, "valid")
+    state.restore(state.E_CLEAN_N, 12)
+    state.restore(state.E_PRED_SOURCE, "valid")
+    for key in (state.E_DECISIONS, state.E_JOURNAL, state.E_TRAIN_LOSSES, state.E_CAMS):
         st.session_state.setdefault(key, {})
-    if not st.session_state.get(S.E_URL_LOADED):
-        st.session_state[S.E_URL_LOADED] = True
+    if not st.session_state.get(state.E_URL_LOADED):
+        st.session_state[state.E_URL_LOADED] = True
         run_id = st.query_params.get("run")
         if run_id:
             try:
                 read_info(run_id)
-                st.session_state[S.E_SHARED] = run_id
-                S.set_value(S.E_RUN, run_id)
+                st.session_state[state.E_SHARED] = run_id
+                state.set_value(state.E_RUN, run_id)
             except RunError as exc:
                 st.error(f"{exc} Showing your own runs instead.")
 
@@ -54,15 +56,17 @@ def _describe(info: RunInfo, owner: str) -> str:
     # Seconds and the start of the id keep two runs with the same settings apart in the list.
     when = time.strftime("%d %b %H:%M:%S", time.localtime(info.created))
     err = info.metrics.get("error_rate", float("nan"))
+    measured = isinstance(err, (int, float)) and math.isfinite(err)
+    rate = f"error rate {err:.1%}" if measured else "no validation set"
     text = (f"{info.data} · {info.arch} · {info.epochs} epoch{'s' * (info.epochs != 1)} · "
-            f"error rate {err:.1%} · {when} · {info.id[:6]}")
+            f"{rate} · {when} · {info.id[:6]}")
     return text + ("" if info.owner == owner else " · shared with you (read-only)")
 
 
 def pick_run(owner: str) -> Run | None:
     """Draw the run selector; return the chosen Run, or None when there is nothing to show."""
     infos = {i.id: i for i in list_runs(owner)}
-    shared = st.session_state.get(S.E_SHARED)
+    shared = st.session_state.get(state.E_SHARED)
     if shared and shared not in infos:
         try:
             infos[shared] = read_info(shared)
@@ -71,9 +75,9 @@ def pick_run(owner: str) -> Run | None:
     if not infos:
         return None
     ids = list(infos)
-    if S.get(S.E_RUN) not in ids:
-        S.set_value(S.E_RUN, ids[0])   # the session's latest run
-    run_id = st.selectbox("Run", ids, key=S.E_RUN, format_func=lambda i: _describe(infos[i], owner),
+    if state.get(state.E_RUN) not in ids:
+        state.set_value(state.E_RUN, ids[0])   # the session's latest run
+    run_id = st.selectbox("Run", ids, key=state.E_RUN, format_func=lambda i: _describe(infos[i], owner),
                           help="Your own runs, newest first, and a run opened from a shared link.")
     try:
         return load_run(run_id)
@@ -90,29 +94,15 @@ def no_run(owner: str) -> None:
         st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
     except Exception:  # the Train page is not part of this app yet (or not in the navigation)
         st.caption("(The Train page is not available in this copy of the app.)")
-    if st.button("Make a quick demo run (300 digits, 3 epochs)", key=S.E_DEMO):
+    if st.button("Make a quick demo run (300 digits, 3 epochs)", key=state.E_DEMO):
         with st.spinner("Training a small CNN on 300 digits for three epochs…"):
             try:
                 info = make_demo_run(owner)
             except ENGINE_ERRORS as exc:
                 st.error(f"The demo run could not be made: {exc}")
                 return
-        S.set_value(S.E_RUN, info.id)
+        state.set_value(state.E_RUN, info.id)
         st.rerun()
-
-
-def export_section(run: Run) -> None:
-    """A download button for the run's model as a zip (safetensors, JSON, README)."""
-    from engine.export import run_zip, zip_name
-
-    st.write("Take the model with you: the weights as a safetensors file (tensors only — opening "
-             "it cannot run code), a JSON file with the class order, architecture, input size and "
-             "normalisation, and a README showing how to load it with "
-             "`engine.models.load_checkpoint`.")
-    size = run.checkpoint.stat().st_size if run.checkpoint.is_file() else 0
-    st.download_button(f"Download the model ({size / 1e6:.1f} MB zip)", data=lambda: run_zip(run),
-                       file_name=zip_name(run), mime="application/zip", key=S.E_DOWNLOAD,
-                       on_click="ignore", icon=":material/download:")
 
 
 def main() -> None:
@@ -120,7 +110,7 @@ def main() -> None:
     st.title("Explorer")
     st.write("Look at what a trained model gets wrong, clean the data behind it, and use it on a "
              "new photo.")
-    owner = S.owner_token()
+    owner = state.owner_token()
     try:
         run = pick_run(owner)
     except ENGINE_ERRORS as exc:
@@ -128,13 +118,13 @@ def main() -> None:
         run = None
     if run is None:
         no_run(owner)
-        S.remember(WIDGETS)
+        state.remember(WIDGETS)
         return
     read_only = run.info.owner != owner
     if read_only:
         st.info("You opened a run someone shared with a link: you can look at it and predict with "
                 "it, but not change its data.")
-    S.remember(WIDGETS)
+    state.remember(WIDGETS)
     urlstate.sync(PAGE)
     tabs = st.tabs(["Mistakes", "Top losses", "Clean", "Predict", "Export"])
     sections = [lambda: mistakes(run), lambda: top_losses_section(run),
@@ -146,7 +136,7 @@ def main() -> None:
                 draw()
             except ENGINE_ERRORS as exc:
                 st.error(str(exc))
-    S.remember(WIDGETS)
+    state.remember(WIDGETS)
 
 
 ensure_app_navigation()

@@ -11,7 +11,7 @@ ENGINE = ROOT / "engine"
 MAX_PAGE_LINES = 250
 MAX_ENGINE_LINES = 450
 #: The command-line entry points: only `python -m` runs them, nothing imports them.
-CLI_MODULES = ("engine.cli", "engine.train", "engine.lr_find")
+CLI_MODULES = ("engine.cli", "engine.train", "engine.lr_find", "engine.serve")
 
 
 def is_cli(name: str) -> bool:
