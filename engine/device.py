@@ -58,6 +58,45 @@ def amp_dtype_for(device: torch.device | str, *, bf16_supported: bool | None = N
     return torch.bfloat16 if bf16_supported else torch.float16
 
 
+#: What an autocast dtype is called in settings, events and saved runs.
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def training_dtype(device: torch.device | str, precision: str | None = "auto", *,
+                   mixed_precision: bool | None = None) -> torch.dtype | None:
+    """The autocast dtype a Learner computes in (None: float32).
+
+    precision "auto" (or None) follows mixed_precision, the older switch: None = on for CUDA only
+    (amp_dtype_for), True = on for any device (bf16 off CUDA, e.g. to test the GPU path on a CPU),
+    False = off. "fp32", "bf16" and "fp16" force that dtype on any device.
+    """
+    device = torch.device(device)
+    if precision in (None, "auto"):
+        on = device.type == "cuda" if mixed_precision is None else mixed_precision
+        if not on:
+            return None
+        return amp_dtype_for(device) if device.type == "cuda" else torch.bfloat16
+    forced = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in forced:
+        raise TrainingError(f"Unknown precision {precision!r}; choose one of auto, "
+                            f"{', '.join(forced)}.")
+    return forced[precision]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """"fp32", "bf16" or "fp16" for an autocast dtype."""
+    return PRECISION_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def repeatability_note(device: torch.device | str) -> str | None:
+    """Why a seeded run on device is not bit-repeatable, as a sentence; None when it is."""
+    if torch.device(device).type == "cuda" and torch.backends.cudnn.benchmark:
+        return ("Seeded, but not bit-repeatable: cuDNN benchmarking picks the fastest convolution "
+                "algorithm by timing, and algorithms round differently, so a rerun with the same "
+                "seed gives slightly different numbers.")
+    return None
+
+
 def autocast_for(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """torch.autocast on device's type with dtype, or a no-op when dtype is None."""
     if dtype is None:
@@ -103,5 +142,6 @@ def set_cpu_threads(n: int | None = None, *, workers: int = 0) -> int:
 
 
 
-__all__ = ["seed_everything", "default_device", "amp_dtype_for", "autocast_for", "batch_to_device",
+__all__ = ["seed_everything", "default_device", "amp_dtype_for", "PRECISION_NAMES", "training_dtype",
+           "precision_name", "repeatability_note", "autocast_for", "batch_to_device",
            "physical_cores", "set_cpu_threads"]

@@ -21,8 +21,9 @@ from torch import nn
 # Names and descriptions of the architectures live in engine.settings (readable without torch), the
 # per-group learning rates in engine.schedule; both are re-exported here for existing imports.
 from engine.schedule import even_mults, group_lrs
-from engine.data.config import IMAGENET_MEAN, IMAGENET_STD
+from engine.data.config import IMAGENET_MEAN, IMAGENET_STD, input_stats
 from engine.settings import ARCHS, PRETRAINED_ARCHS
+from engine.checkpoint_meta import meta_problem
 
 CHECKPOINT_FORMAT = "dllab-checkpoint-1"
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # our headers are a few kB; anything near this is corrupt or hostile
@@ -41,6 +42,24 @@ class CheckpointError(ValueError):
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
         raise ModelError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}.")
+
+
+#: Where each parameter group of an arch's body starts (indices into Classifier.body); the head is
+#: one more group. As fastai's splitters: a ResNet's stem..layer2 | layer3..layer4 | head
+#: (_resnet_split), and a timm model's body | head (default_split, what vision_learner uses for
+#: EfficientNet-Lite0). simple_cnn has no fastai counterpart: its first two blocks | last two | head.
+GROUP_STARTS: dict[str, tuple[int, ...]] = {
+    "resnet18": (0, 6), "resnet34": (0, 6), "resnet50": (0, 6),
+    "efficientnet_lite0": (0,),
+    "simple_cnn": (0, 2),
+}
+
+
+def n_param_groups(arch: str) -> int:
+    """How many parameter groups (each with its own learning rate) arch's Classifier has, without
+    building it: what a schedule preview needs."""
+    _check_arch(arch)
+    return len(GROUP_STARTS[arch]) + 1
 
 
 # --------------------------------------------------------------------------------------- building
@@ -81,7 +100,7 @@ class Classifier(nn.Module):
         self.head = head
         self.group_starts = tuple(group_starts)
         self.frozen = False
-        self.train_bn = False
+        self.train_bn = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, n_classes)
         return self.head(self.body(x))
@@ -100,11 +119,14 @@ class Classifier(nn.Module):
         """The parameters of each layer group, in the same order (one optimiser group each)."""
         return [[p for m in g for p in m.parameters()] for g in self.layer_groups()]
 
-    def freeze(self, train_bn: bool = False) -> None:
-        """Train the head only. The body's weights stop receiving gradients and, unless train_bn,
-        its batch-norm layers keep their ImageNet statistics (so the body is exactly unchanged).
+    def freeze(self, train_bn: bool = True) -> None:
+        """Train the head only: the body's weights stop receiving gradients.
 
-        fastai keeps the body's batch-norm layers trainable (train_bn=True); pass that to match it.
+        train_bn=True (fastai's default): the body's batch-norm layers keep training, their affine
+        weights by gradient and their running statistics by moving towards this data's, since the
+        whole model runs in training mode as fastai's does. train_bn=False: the body is a fixed
+        feature extractor, in eval mode (batch-norm statistics and any dropout fixed) — what
+        precompute computes once; fastai needs its BnFreeze callback for that.
         """
         self.frozen, self.train_bn = True, train_bn
         for m in self.body.modules():
@@ -123,11 +145,10 @@ class Classifier(nn.Module):
 
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
-        if mode and self.frozen:
-            # A frozen body is a fixed feature extractor: no dropout, no batch-norm statistics drift.
-            for m in self.body.modules():
-                if not (self.train_bn and isinstance(m, _BN_TYPES)):
-                    m.train(False)
+        if mode and self.frozen and not self.train_bn:
+            # A body frozen with its batch norm is a fixed feature extractor. With train_bn every
+            # module stays in training mode, as in fastai, where freezing only stops gradients.
+            self.body.eval()
         return self
 
 
@@ -136,14 +157,14 @@ def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-def _simple_cnn_body() -> tuple[nn.Sequential, list[int], int]:
+def _simple_cnn_body() -> tuple[nn.Sequential, int]:
     # Four 3x3 conv blocks; three stride-2 ones shrink a 16-32 px digit to 2-4 px of 128 features.
     body = nn.Sequential(_conv_block(3, 32, 1), _conv_block(32, 64, 2), _conv_block(64, 96, 2),
                          _conv_block(96, 128, 2))
     for m in body.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    return body, [0, 2], 128
+    return body, 128
 
 
 def _offline_weights_error(arch: str, exc: BaseException) -> ModelError:
@@ -207,17 +228,17 @@ def create_model(arch: str, n_classes: int, *, pretrained: bool = True) -> Class
         if pretrained:
             raise ModelError("simple_cnn has no pretrained weights; pass pretrained=False or choose "
                              f"one of {', '.join(PRETRAINED_ARCHS)}.")
-        body, starts, n_features = _simple_cnn_body()
+        body, n_features = _simple_cnn_body()
     elif arch.startswith("resnet"):
         net = _torchvision_resnet(arch, pretrained)
         body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                              net.layer1, net.layer2, net.layer3, net.layer4)
-        starts, n_features = [0, 6], net.fc.in_features  # fastai's resnet split: stem..layer2 | layer3..4
+        n_features = net.fc.in_features
     else:  # efficientnet_lite0
         net = _efficientnet_lite0(pretrained)
         body = nn.Sequential(net.conv_stem, net.bn1, *net.blocks, net.conv_head, net.bn2)
-        starts, n_features = [0, 5], net.num_features  # stem + 3 stages | 4 stages + conv_head
-    return Classifier(arch, body, make_head(n_features, n_classes), starts)
+        n_features = net.num_features
+    return Classifier(arch, body, make_head(n_features, n_classes), GROUP_STARTS[arch])
 
 
 # -------------------------------------------------------------------------------- checkpoints
@@ -244,7 +265,9 @@ def preprocess_image(image: np.ndarray, size: int, mean: Sequence[float],
                      std: Sequence[float]) -> torch.Tensor:
     """uint8 H×W×3 -> normalised float (1, 3, size, size): short side to size, centre square.
 
-    Uses engine.data's own resize_crop, so a photo is seen exactly the way validation images were.
+    Uses engine.data's own resize_crop, so a photo is seen exactly the way validation images were;
+    it bounds the memory (size within 8…1024, the photo's shape within engine.images' policy) and
+    raises ImageError, a ValueError, otherwise.
     """
     from engine.data import resize_crop
 
@@ -254,6 +277,8 @@ def preprocess_image(image: np.ndarray, size: int, mean: Sequence[float],
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
         raise ValueError("predict expects a uint8 image of shape (H, W, 3); load it with "
                          "engine.images.load_image.")
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError("predict needs a mean and a std of three numbers, one per channel.")
     x = torch.from_numpy(resize_crop(arr[..., :3], size)).permute(2, 0, 1)  # (3, S, S) uint8
     x = x.float().div_(255)
     m = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
@@ -365,6 +390,10 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path.name} was written in an unknown checkpoint format; re-save it "
                               "with this version of the app.")
+    problem = meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path.name} is damaged or was altered: {problem}, so it was not "
+                              "opened.")
     return meta
 
 
@@ -376,7 +405,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     meta = read_checkpoint_meta(path)
     arch, classes = meta.get("arch"), meta.get("classes")
-    if arch not in ARCHS:
+    if not isinstance(arch, str) or arch not in ARCHS:
         raise CheckpointError(f"{path.name} holds an unknown architecture {arch!r}; this app builds "
                               f"{', '.join(ARCHS)}.")
     if not isinstance(classes, list) or not classes:
@@ -401,6 +430,7 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = ["ARCHS", "PRETRAINED_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "ModelError", "CheckpointError",
+           "GROUP_STARTS", "n_param_groups", "input_stats",
            "Classifier", "Checkpoint", "make_head", "create_model", "imagenet_model", "even_mults",
            "group_lrs", "preprocess_image", "predict_image", "save_checkpoint", "read_checkpoint_meta",
            "load_checkpoint", "count_params"]

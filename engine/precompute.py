@@ -8,10 +8,13 @@ that mirror the image loaders (same batch size, drop_last, shuffle, and the same
 object), so on a CPU the head sees the very batches, in the same order, that the long path would give.
 
 A mode the Learner is given: `learn.freeze(); learn.fit_one_cycle(3, 1e-2, precompute=True)`,
-`learn.lr_find(precompute=True)`, `learn.fine_tune(4, precompute=True)` (its frozen epochs). The
-Learner calls `compute_features` and switches itself to `HeadOnly` and `feature_loaders` for the
-block; this module only reads the Learner's public parts (model, dls, device, to_device, autocast,
-emit) and never imports engine.training.
+`learn.lr_find(precompute=True)`, `learn.fine_tune(4, precompute=True)` (its frozen epochs). Cached
+features need a body that is the same in every epoch, batch norm included, so in this mode the body
+is frozen with train_bn=False (its batch-norm statistics and weights fixed, the body in eval mode);
+the long way with fastai's default train_bn=True adapts them to the data and is a slightly
+different model (BN_NOTE). The Learner calls `compute_features` and switches itself to `HeadOnly`
+and `feature_loaders` for the block; this module only reads the Learner's public parts (model,
+dls, device, to_device, autocast, emit) and never imports engine.training.
 """
 from __future__ import annotations
 
@@ -80,22 +83,30 @@ class FeatureLoaders:
 # ------------------------------------------------------------------------------------- checks
 
 
+#: What precompute changes besides speed when the body was frozen with train_bn (a note event).
+BN_NOTE = ("Precompute froze the body's batch-norm layers too (train_bn off): their statistics and "
+           "weights stay as pretrained, where the long way would adapt them to this data, as fastai "
+           "does, so the two runs differ slightly.")
+
+
 def _is_augmented(dls: Any) -> bool:
     cfg = getattr(dls, "cfg", None)
     return bool(getattr(cfg, "augment", False))
 
 
-def why_not(learner: Any) -> str | None:
+def why_not(learner: Any, *, refreeze_bn: bool = False) -> str | None:
     """None when precompute gives the same model as the long path; otherwise the reason, as a
-    sentence for the user."""
+    sentence for the user. refreeze_bn: the caller will freeze the body's batch norm too (the
+    Learner's precompute mode does), so a body frozen with train_bn is no reason."""
     model, dls = learner.model, learner.dls
     if not (hasattr(model, "body") and hasattr(model, "head")):
         return "This model has no body/head split, so there are no body features to precompute."
     if not getattr(model, "frozen", False):
         return "Precompute needs a frozen body (freeze it, or use fine_tune's frozen epochs)."
-    if getattr(model, "train_bn", False):
+    if getattr(model, "train_bn", False) and not refreeze_bn:
         return ("Precompute needs the body's batch-norm layers frozen too (freeze with "
-                "train_bn=False): trained statistics would change the features every step.")
+                "train_bn=False): their statistics would move with every batch, so the features "
+                "would differ from epoch to epoch.")
     if _is_augmented(dls):
         return ("Precompute needs augmentation off: with it the body sees a different version of "
                 "each image every epoch. Turn augmentation off, or train the long way.")
@@ -221,5 +232,5 @@ class HeadOnly(nn.Module):
         return self.head(x)
 
 
-__all__ = ["FeatureCache", "FeatureDataset", "FeatureLoaders", "HeadOnly", "why_not", "check",
-           "cache_key", "compute_features", "precompute_features", "feature_loaders"]
+__all__ = ["BN_NOTE", "FeatureCache", "FeatureDataset", "FeatureLoaders", "HeadOnly", "why_not",
+           "check", "cache_key", "compute_features", "precompute_features", "feature_loaders"]

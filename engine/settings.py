@@ -31,11 +31,17 @@ ARCH_NAMES = tuple(ARCHS)
 #: Architectures whose ImageNet weights the app can load.
 PRETRAINED_ARCHS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 PRETRAINED_ARCH_NAMES = PRETRAINED_ARCHS
-#: Image sides and batch sizes the Train page offers (any value in FIELD_RULES' range trains).
+#: Image sides and batch sizes the Train page offers; a link may name only these (FIELD_RULES),
+#: so a value the widgets cannot show is announced instead of silently becoming the first choice.
+#: (The command line is not limited to these.)
 SIZES = (16, 28, 32, 64, 96, 128, 160, 192, 224)
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 #: Data sources a link may name; uploads and folders belong to one session and cannot be shared.
 SHAREABLE_SOURCES = ("digits", "pets")
+#: Arithmetic a run computes in: "auto" is bf16 autocast on a GPU that has it (fp16 with loss
+#: scaling on one that does not) and fp32 elsewhere; the others force it (fastai trains in fp32
+#: unless to_fp16() is called).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -56,6 +62,9 @@ class RunSettings:
     bs: int = 64                       # images per mini-batch
     # training
     precompute: bool = False           # frozen-body epochs (and the LR finder) on cached body features
+    train_bn: bool = True              # a frozen body's batch-norm layers still train, as fastai's
+                                       # (weights and running statistics); precompute turns it off
+    precision: str = "auto"            # auto | fp32 | bf16 | fp16 (see PRECISIONS)
     method: str = "fit_one_cycle"      # fit_one_cycle | fine_tune | unfreeze (slice(lr_lo, lr))
     epochs: int = 10                   # passes over the training set (after the frozen ones for fine_tune)
     freeze_epochs: int = 1             # fine_tune's head-only epochs
@@ -70,6 +79,9 @@ class RunSettings:
         if self.method not in METHODS:
             raise TrainingError(f"Unknown training method {self.method!r}; choose one of "
                                 f"{', '.join(METHODS)}.")
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"Unknown precision {self.precision!r}; choose one of "
+                                f"{', '.join(PRECISIONS)}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (what settings.json holds)."""
@@ -88,9 +100,12 @@ class RunSettings:
 
     def data_config(self) -> Any:
         """The data-loading part (engine.data.DataConfig), imported only when asked for."""
-        from engine.data.config import DataConfig
+        from engine.data.config import DataConfig, input_stats
+        # Normalised as the weights expect; not at all from scratch (fastai normalises only
+        # pretrained models).
+        mean, std = input_stats(self.arch, self.uses_pretrained)
         return DataConfig(size=self.size, bs=self.bs, valid_pct=self.valid_pct, seed=self.seed,
-                          augment=self.augment, flip=self.flip)
+                          augment=self.augment, flip=self.flip, mean=mean, std=std)
 
     @property
     def uses_pretrained(self) -> bool:
@@ -121,8 +136,8 @@ class FieldRule:
 FIELD_RULES: dict[str, FieldRule] = {
     "arch": FieldRule("str", choices=ARCH_NAMES),
     "pretrained": FieldRule("bool"),
-    "size": FieldRule("int", lo=8, hi=512),
-    "bs": FieldRule("int", lo=1, hi=1024),
+    "size": FieldRule("int", lo=8, hi=512, choices=SIZES),
+    "bs": FieldRule("int", lo=1, hi=1024, choices=BATCH_SIZES),
     "valid_pct": FieldRule("float", lo=0.05, hi=0.5),
     "seed": FieldRule("int", lo=0, hi=2**31 - 1),
     "augment": FieldRule("bool"),
@@ -132,6 +147,8 @@ FIELD_RULES: dict[str, FieldRule] = {
     "lr": FieldRule("float", lo=1e-7, hi=10.0),
     "lr_lo": FieldRule("float", lo=1e-8, hi=1.0),
     "precompute": FieldRule("bool"),
+    "train_bn": FieldRule("bool"),
+    "precision": FieldRule("str", choices=PRECISIONS),
 }
 
 #: Per-data-source presets: the fields a source changes from the dataclass defaults.
@@ -177,6 +194,20 @@ def precompute_reason(s: RunSettings) -> str | None:
     return None
 
 
+def precompute_note(s: RunSettings) -> str | None:
+    """What precompute changes besides speed, as a sentence; None when nothing.
+
+    Cached features need a body that is exactly the same in every epoch, so precompute keeps the
+    frozen body's batch-norm layers fixed (train_bn off). The long way with train_bn on (fastai's
+    default) moves their statistics and weights with the data, so the two runs differ slightly.
+    """
+    if s.precompute and s.train_bn and precompute_reason(s) is None:
+        return ("Precompute keeps the frozen body's batch-norm statistics and weights fixed (as "
+                "train_bn off): the long way would adapt them to this data, as fastai does.")
+    return None
+
+
 __all__ = ["RunSettings", "ARCHS", "PRETRAINED_ARCHS", "FieldRule", "FIELD_RULES", "METHODS", "ARCH_NAMES",
            "PRETRAINED_ARCH_NAMES", "SIZES", "BATCH_SIZES", "SHAREABLE_SOURCES", "DIGITS_PRESET",
-           "PHOTOS_PRESET", "PRESETS", "preset_for", "settings_for", "precompute_reason"]
+           "PHOTOS_PRESET", "PRESETS", "preset_for", "settings_for", "precompute_reason",
+           "precompute_note", "PRECISIONS"]

@@ -1,10 +1,12 @@
 """Training: the Learner — a model, its data loaders, a loss and an AdamW optimiser.
 
 The maths follows fastai so the numbers match the course: AdamW (betas 0.9, 0.99; eps 1e-5),
-decoupled weight decay that skips batch-norm and bias parameters, a smoothed training loss (EMA 0.98,
-debiased), one-cycle stages planned by engine.schedule, fine_tune = frozen epochs then discriminative
-rates. LR rules (engine.lr_rules), device helpers (engine.device) and evaluation (engine.evaluation)
-are re-exported here. Precompute is a mode the Learner is given (`precompute=True`): it switches
+decoupled weight decay that skips batch-norm and bias parameters (engine.optimizer), a smoothed
+training loss (EMA 0.98, debiased), one-cycle stages planned by engine.schedule, fine_tune = frozen
+epochs then discriminative rates; a frozen body's batch norm keeps training (train_bn) and the
+optimiser state starts afresh whenever the frozen part changes, as fastai's freeze_to. LR rules
+(engine.lr_rules), device helpers (engine.device) and evaluation (engine.evaluation) are
+re-exported here. Precompute is a mode the Learner is given (`precompute=True`): it switches
 itself to engine.precompute's cached body features for the block. Events go to
 `on_event(kind, **data)`, typed in engine.events; on CUDA losses are read back once per `sync_every`
 batches so the GPU is never stalled per batch.
@@ -23,17 +25,16 @@ from torch import nn
 
 from engine import precompute as features
 from engine.device import (amp_dtype_for, autocast_for, batch_to_device, default_device,
-                           physical_cores, seed_everything, set_cpu_threads)
+                           physical_cores, precision_name, seed_everything, set_cpu_threads,
+                           training_dtype)
 from engine.errors import TrainingError
 from engine.evaluation import Preds, accuracy, error_rate, evaluate, predictions
+from engine.optimizer import clear_state, make_adamw, set_hypers
 from engine.lr_rules import (RULES, SUGGESTION_RULES, LRFindResult, minimum, slide, steep, suggest,
                              trim_for_suggestions, valley)
 from engine.schedule import (MOMS, Schedule, Stage, fine_tune_stages, fit_one_cycle_stage,
                              one_cycle_at, one_cycle_schedule, stages_for)
 from engine.settings import RunSettings
-
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm,
-               nn.GroupNorm, nn.InstanceNorm2d)
 
 EventSink = Callable[..., None]
 
@@ -50,10 +51,12 @@ class Learner:
                  seed: int | None = None, on_event: EventSink | None = None,
                  should_stop: Callable[[], bool] | Any = None, smooth_beta: float = 0.98,
                  mixed_precision: bool | None = None, channels_last: bool | None = None,
-                 sync_every: int | None = None):
-        """mixed_precision: None = on for CUDA only (True forces bf16 autocast on any device, e.g. to
+                 sync_every: int | None = None, precision: str = "auto", train_bn: bool = True):
+        """precision: auto | fp32 | bf16 | fp16 (engine.device.training_dtype; with "auto",
+        mixed_precision None = autocast on CUDA only, True = bf16 autocast on any device, e.g. to
         test the GPU path on a CPU); channels_last: None = on for CUDA and CPU; sync_every: batches
-        per loss read-back (None: 1 on a CPU, where reading costs nothing, 20 on a GPU)."""
+        per loss read-back (None: 1 on a CPU, where reading costs nothing, 20 on a GPU);
+        train_bn: what freeze() does with the body's batch norm (fastai's default True)."""
         if seed is not None:
             seed_everything(seed)
         self.dls = dls
@@ -65,6 +68,7 @@ class Learner:
         self._should_stop = should_stop
         self.smooth_beta = smooth_beta
         self.cancelled = False
+        self.train_bn = bool(train_bn)
         self.history: list[dict[str, Any]] = []   # one row per finished epoch, all fits
         self.batch_log: list[dict[str, Any]] = []  # (step, lr, loss, smooth_loss) of the last fit
         cuda = self.device.type == "cuda"
@@ -76,14 +80,11 @@ class Learner:
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if mixed_precision is None:
-            mixed_precision = cuda
-        if mixed_precision:
-            # On CUDA: bf16 where the GPU has it, else fp16; any other device: bf16 autocast.
-            self.amp_dtype = amp_dtype_for(self.device) if cuda else torch.bfloat16
-        else:
-            self.amp_dtype = None
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.amp_dtype = training_dtype(self.device, precision, mixed_precision=mixed_precision)
+        self.precision = precision_name(self.amp_dtype)   # "fp32" | "bf16" | "fp16", as recorded
+        # fp16's narrow range needs loss scaling; bf16 has float32's range.
+        scale = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type) if scale else None
         self.sync_every = max(1, int(sync_every)) if sync_every else (20 if cuda else 1)
         if cuda:
             # Fixed image sizes: let cuDNN time its algorithms once and keep the fastest.
@@ -104,36 +105,11 @@ class Learner:
             return self.model.param_groups()
         return [list(self.model.parameters())]
 
-    def _no_decay_ids(self) -> set[int]:
-        # fastai's wd_bn_bias=False: no weight decay on normalisation layers or on any bias.
-        ids: set[int] = set()
-        for m in self.model.modules():
-            if isinstance(m, _NORM_TYPES):
-                ids.update(id(p) for p in m.parameters(recurse=False))
-            elif isinstance(getattr(m, "bias", None), nn.Parameter):
-                ids.add(id(m.bias))
-        return ids
-
     def _make_optimizer(self) -> torch.optim.AdamW:
-        no_decay = self._no_decay_ids()
-        groups = []
-        for i, params in enumerate(self._layer_groups()):
-            for decay in (True, False):
-                ps = [p for p in params if (id(p) not in no_decay) == decay]
-                if ps:
-                    groups.append({"params": ps, "layer_group": i, "decay": decay,
-                                   "weight_decay": self.wd if decay else 0.0})
-        # One fused kernel for all tensors of a group instead of a Python loop over every tensor:
-        # the optimiser step of a small head was a third of its training time on the CPU.
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=self.wd,
-                                 **fused)
+        return make_adamw(self.model, self._layer_groups(), self.wd, self.device)
 
     def _set_hypers(self, lrs: Sequence[float], mom: float | None = None) -> None:
-        for g in self.opt.param_groups:
-            g["lr"] = float(lrs[g["layer_group"]] if len(lrs) > 1 else lrs[0])
-            if mom is not None:
-                g["betas"] = (float(mom), g["betas"][1])
+        set_hypers(self.opt, lrs, mom)
 
     # ------------------------------------------------------------------------------- plumbing
 
@@ -199,8 +175,14 @@ class Learner:
 
     def precompute_features(self, *, force: bool = False) -> features.FeatureCache:
         """The frozen body's features of every training and validation item, computed once and
-        reused while the body, the data and the device settings are unchanged."""
-        features.check(self)
+        reused while the body, the data and the device settings are unchanged. A body frozen with
+        train_bn is frozen again without it: features are only fixed if its batch norm is."""
+        reason = features.why_not(self, refreeze_bn=True)
+        if reason is not None:
+            raise TrainingError(reason)
+        if getattr(self.model, "train_bn", False):
+            self.freeze(train_bn=False)
+            self.emit("note", message=features.BN_NOTE)
         key = features.cache_key(self)
         if self._features is None or self._features.key != key or force:
             self._features = features.compute_features(self, key)
@@ -337,7 +319,8 @@ class Learner:
         rows: list[dict[str, Any]] = []
         for st in stages:
             if st.freeze:
-                self.freeze()
+                # Precompute needs the body's batch norm fixed too (engine.precompute.BN_NOTE).
+                self.freeze(train_bn=False if precompute else None)
             elif st.freeze is False:
                 self.unfreeze()
             if st.epochs < 1:
@@ -366,7 +349,7 @@ class Learner:
         self.batch_log = []
         rows: list[dict[str, Any]] = []
         self.emit("fit_start", stage=stage, epochs=epochs, total_steps=len(sched),
-                   lrs=[float(v) for v in peak])
+                  lrs=[float(v) for v in peak], precision=self.precision)
         last_good = self._snapshot()
         avg, n_seen, step, smooth = 0.0, 0, 0, float("nan")
         pending: list[tuple[int, torch.Tensor]] = []   # (step, loss on device) not yet read back
@@ -414,16 +397,19 @@ class Learner:
         self.emit("fit_end", stage=stage, cancelled=self.cancelled)
         return rows
 
-    def freeze(self) -> None:
-        """Train only the head (the model must offer freeze(), as engine.models.Classifier does)."""
+    def freeze(self, train_bn: bool | None = None) -> None:
+        """Train only the head (the model must offer freeze(), as engine.models.Classifier does);
+        train_bn None: this Learner's. Adam's state starts afresh, as in fastai's freeze_to."""
         if not hasattr(self.model, "freeze"):
             raise TrainingError("This model has no body/head split, so it cannot be frozen.")
-        self.model.freeze()
+        self.model.freeze(self.train_bn if train_bn is None else train_bn)
+        clear_state(self.opt)
 
     def unfreeze(self) -> None:
-        """Train every layer again."""
+        """Train every layer again, with a fresh optimiser state (fastai's freeze_to)."""
         if hasattr(self.model, "unfreeze"):
             self.model.unfreeze()
+            clear_state(self.opt)
 
     # ---------------------------------------------------------------------------------- saving
 

@@ -34,6 +34,43 @@ def test_amp_dtype_choice_per_device():
     assert amp_dtype_for("cuda:0", bf16_supported=False) is torch.float16   # with a GradScaler
 
 
+def test_precision_setting_picks_the_autocast_dtype():
+    from engine.device import precision_name, repeatability_note, training_dtype
+    from engine.settings import FIELD_RULES, PRECISIONS, RunSettings
+
+    assert training_dtype("cpu") is None and training_dtype("cpu", "auto") is None
+    assert training_dtype("cpu", mixed_precision=True) is torch.bfloat16
+    assert training_dtype("cpu", "bf16") is torch.bfloat16
+    assert training_dtype("cpu", "fp16") is torch.float16
+    assert training_dtype("cuda", "fp32") is None               # forced off, even on a GPU
+    assert training_dtype("mps", "auto") is None
+    assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == \
+        ["fp32", "bf16", "fp16"]
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16") and RunSettings().precision == "auto"
+    assert FIELD_RULES["precision"].choices == PRECISIONS
+    with pytest.raises(Exception, match="choose one of auto, fp32, bf16, fp16"):
+        RunSettings(precision="fp64")
+    assert repeatability_note("cpu") is None
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        assert "not bit-repeatable" in repeatability_note("cuda")
+        torch.backends.cudnn.benchmark = False
+        assert repeatability_note("cuda") is None
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_fp16_on_a_cpu_trains_with_loss_scaling():
+    torch.manual_seed(0)
+    learn = Learner(create_model("simple_cnn", 3, pretrained=False), blob_dls(), device="cpu",
+                    precision="fp16", channels_last=False)
+    assert learn.precision == "fp16" and learn.scaler is not None
+    before = learn.validate()["valid_loss"]
+    learn.fit_one_cycle(1, 1e-2)
+    assert learn.history[-1]["valid_loss"] < before
+
+
 def test_autocast_helper_on_cpu():
     a, b = torch.randn(4, 8), torch.randn(8, 2)
     with autocast_for("cpu", torch.bfloat16):
@@ -105,7 +142,11 @@ def test_cuda_end_to_end():
     dls = blob_dls()
     learn = Learner(create_model("simple_cnn", 3, pretrained=False), dls, device="cuda")
     assert learn.amp_dtype in (torch.bfloat16, torch.float16) and learn.channels_last
+    assert learn.precision in ("bf16", "fp16")
     assert learn.sync_every > 1 and torch.backends.cudnn.benchmark
+    fp32 = Learner(create_model("simple_cnn", 3, pretrained=False), dls, device="cuda",
+                   precision="fp32")
+    assert fp32.amp_dtype is None and fp32.precision == "fp32" and fp32.scaler is None
     xb, yb = batch_to_device(*next(iter(dls.train)), "cuda", channels_last=True)
     assert xb.is_cuda and xb.is_contiguous(memory_format=torch.channels_last)
     before = learn.validate()["valid_loss"]

@@ -37,13 +37,15 @@ def _dls(folder, augment=False):
 
 
 def _pair(folder, arch="simple_cnn"):
-    """Two Learners with identical models and identical, fresh loaders; body frozen."""
+    """Two Learners with identical models and identical, fresh loaders; body frozen, batch norm
+    included (train_bn=False: the long way with fastai's train_bn=True adapts the body's
+    statistics to the data, a different model, see test_the_long_way_with_train_bn_differs)."""
     torch.manual_seed(0)
     model = create_model(arch, 3, pretrained=False)
     out = []
     for m in (model, copy.deepcopy(model)):
         learn = Learner(m, _dls(folder), device="cpu")
-        learn.freeze()
+        learn.freeze(train_bn=False)
         out.append(learn)
     return out
 
@@ -141,3 +143,26 @@ def test_fine_tune_precomputes_only_its_frozen_epochs(folder):
     assert stages.index("precompute") < stages.index("frozen") < stages.index("unfrozen")
     assert "precompute" not in stages[stages.index("unfrozen"):]
     assert not learn.model.frozen
+
+
+def test_the_long_way_with_train_bn_differs_and_precompute_says_so(folder):
+    """fastai's default (train_bn=True) moves the frozen body's batch norm; precompute cannot, so it
+    freezes the batch norm too and says so in a note."""
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", 3, pretrained=False)
+    long = Learner(model, _dls(folder), device="cpu")
+    fast = Learner(copy.deepcopy(model), _dls(folder), device="cpu")
+    for learn in (long, fast):
+        learn.freeze()                       # the Learner's default: train_bn=True, as fastai
+        assert learn.model.train_bn
+    body_before = {k: v.clone() for k, v in long.model.body.state_dict().items()}
+    notes = []
+    fast.on_event = lambda kind, **e: notes.append(e["message"]) if kind == "note" else None
+    long.fit_one_cycle(1, 1e-2)
+    fast.fit_one_cycle(1, 1e-2, precompute=True)
+    moved = [k for k, v in long.model.body.state_dict().items() if not torch.equal(v, body_before[k])]
+    assert any(k.endswith("running_mean") for k in moved)      # statistics followed the data
+    assert any(k.endswith(".weight") for k in moved)           # and batch-norm weights trained
+    assert all(torch.equal(v, body_before[k]) for k, v in fast.model.body.state_dict().items())
+    assert not fast.model.train_bn and "batch-norm" in notes[0]
+

@@ -74,9 +74,12 @@ def data_dir(tmp_path_factory):
 
 
 def spec_for(folder, **kw) -> run_settings.RunSettings:
+    # train_bn=False: the long way keeps the frozen body's batch norm fixed too, so precompute is
+    # the same model. With fastai's default (train_bn=True) the long way adapts the body's
+    # statistics to the data: see test_precompute_with_train_bn_freezes_batch_norm_and_says_so.
     base = dict(folder=str(folder), data_name="tiny", arch="efficientnet_lite0", pretrained=True,
                 size=32, bs=8, valid_pct=0.25, seed=5, augment=False, method="fit_one_cycle",
-                epochs=2, lr=1e-2, device="cpu")
+                epochs=2, lr=1e-2, device="cpu", train_bn=False)
     base.update(kw)
     return run_settings.RunSettings(**base)
 
@@ -265,3 +268,46 @@ def test_live_message_shows_the_feature_count_while_it_is_computed(pair):
     assert run_jobs.live_message(events[:first + 1], msg, "Training") == msg
     assert run_jobs.live_message(events, "epoch 2", "Training") == "Training"   # the fit has begun
     assert run_jobs.live_message([], "", "Starting…") == "Starting…"
+
+
+def test_precompute_with_train_bn_freezes_batch_norm_and_says_so(folder, on_features_calls):
+    """RunSettings' default train_bn=True (fastai's): the long way adapts the frozen body's batch
+    norm to the data; a precompute run keeps it fixed, says so in a note and in the saved run."""
+    runs = {}
+    for pre in (False, True):
+        ctx = Ctx()
+        out = train_job(ctx, spec_for(folder, train_bn=True, epochs=1, precompute=pre))
+        runs[pre] = (out, ctx, load_run(out["run_id"]))
+    (long, ctx_long, run_long), (fast, ctx, run_fast) = runs[False], runs[True]
+    assert fast["precompute"]["used"]
+    notes = [e["message"] for e in ctx.of("note")]
+    assert len(notes) == 1 and "batch-norm" in notes[0] and "fastai" in notes[0]
+    assert not ctx_long.of("note")
+    assert run_long.settings["train_bn"] is True and run_fast.settings["train_bn"] is False
+    assert run_long.history["training"]["train_bn"] is True
+    assert run_fast.history["training"]["train_bn"] is False
+    # The body: ImageNet's weights in the precompute run; batch-norm statistics moved the long way.
+    body = run_jobs.build_learner(spec_for(folder)).model.body
+    pretrained = body.state_dict()
+    bn = {n for n, m in body.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    body_long = run_long.load_model().model.body.state_dict()
+    body_fast = run_fast.load_model().model.body.state_dict()
+    assert all(torch.equal(body_fast[k], v) for k, v in pretrained.items())
+    moved = [k for k, v in pretrained.items() if not torch.equal(body_long[k], v)]
+    assert any(k.endswith("running_mean") for k in moved)
+    assert all(k.rsplit(".", 1)[0] in bn for k in moved)       # only batch norm: convolutions frozen
+    # The page's rule and the engine agree on the Learner the job builds for it.
+    spec = spec_for(folder, train_bn=True, precompute=True)
+    assert run_settings.precompute_reason(spec) is None
+    assert "batch-norm" in run_settings.precompute_note(spec)
+    assert why_not(learner_as_the_job_builds_it(spec)) is None
+    assert run_settings.precompute_note(spec_for(folder, precompute=True)) is None    # train_bn off
+
+
+def test_the_saved_run_records_precision_groups_and_repeatability(pair):
+    run = load_run(pair[False][0]["run_id"])
+    assert run.history["training"] == {"precision": "fp32", "train_bn": False,
+                                       "param_groups": ["body", "head"], "not_repeatable": None}
+    assert pair[False][0]["training"] == run.history["training"]
+    assert run.settings["precision"] == "auto"          # what was asked; history: what ran
+

@@ -225,7 +225,7 @@ def _one_step(learn):
 
 def test_freeze_keeps_the_body_unchanged_and_unfreeze_trains_it():
     learn = small_learner()
-    learn.freeze()
+    learn.freeze(train_bn=False)                                   # batch norm frozen too
     body, head = _body(learn), {k: v.clone() for k, v in learn.model.head.state_dict().items()}
     _one_step(learn)
     after = _body(learn)
@@ -234,6 +234,67 @@ def test_freeze_keeps_the_body_unchanged_and_unfreeze_trains_it():
     learn.unfreeze()
     _one_step(learn)
     assert any(not torch.equal(after[k], v) for k, v in learn.model.body.state_dict().items())
+
+
+def test_freeze_by_default_trains_the_body_batch_norm_as_fastai():
+    learn = small_learner()
+    learn.freeze()                                                 # train_bn=True by default
+    assert learn.train_bn and learn.model.train_bn
+    body = _body(learn)
+    _one_step(learn)
+    after = _body(learn)
+    changed = {k for k in body if not torch.equal(body[k], after[k])}
+    bn_names = {n for n, m in learn.model.body.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert changed and all(k.rsplit(".", 1)[0] in bn_names for k in changed)   # only batch norm
+    assert {k.rsplit(".", 1)[1] for k in changed} >= {"weight", "bias", "running_mean", "running_var"}
+    assert all(not p.requires_grad for n, p in learn.model.body.named_parameters()
+               if n.rsplit(".", 1)[0] not in bn_names)             # requires_grad as before
+
+
+def _adam_state(learn):
+    return {id(p): dict(st) for p, st in learn.opt.state.items()}
+
+
+def test_optimizer_state_starts_afresh_when_the_frozen_part_changes():
+    """fastai's freeze_to creates a new optimiser state: Adam's averages and step counts start again."""
+    learn = small_learner()
+    learn.freeze()
+    learn.fit_one_cycle(1, 1e-2)
+    head = [p for p in learn.model.head.parameters()]
+    assert all(int(learn.opt.state[p]["step"]) == len(learn.dls.train) for p in head)
+    learn.unfreeze()
+    assert _adam_state(learn) == {}
+    _one_step(learn)
+    steps = {int(st["step"]) for st in learn.opt.state.values()}
+    assert steps == {1} and len(learn.opt.state) == len(list(learn.model.parameters()))
+    learn.freeze()
+    assert _adam_state(learn) == {}
+    # fine_tune freezes, then unfreezes: the unfrozen stage starts with a fresh state too.
+    seen = []
+    real = learn._fit
+
+    def spy(*a, **k):
+        seen.append(len(learn.opt.state))
+        return real(*a, **k)
+
+    learn._fit = spy
+    learn.fine_tune(1, base_lr=1e-3)
+    assert seen == [0, 0]
+
+
+def test_precision_is_recorded_and_can_be_forced():
+    learn = small_learner()
+    assert learn.precision == "fp32" and learn.amp_dtype is None        # a CPU trains in fp32
+    starts = []
+    learn.on_event = lambda kind, **e: starts.append(e) if kind == "fit_start" else None
+    learn.fit_one_cycle(1, 1e-2)
+    assert starts[0]["precision"] == "fp32"
+    forced = small_learner(precision="bf16")
+    assert forced.precision == "bf16" and forced.amp_dtype is torch.bfloat16 and forced.scaler is None
+    assert small_learner(mixed_precision=True).precision == "bf16"     # the older switch still works
+    assert small_learner(precision="fp32", mixed_precision=True).precision == "fp32"
+    with pytest.raises(TrainingError, match="choose one of auto, fp32, bf16, fp16"):
+        small_learner(precision="fp8")
 
 
 def test_optimizer_is_fastai_adamw_without_decay_on_bn_and_bias():
