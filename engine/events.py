@@ -21,6 +21,7 @@ class FitStart(_Base):
     epochs: int
     total_steps: int
     lrs: list[float]          # peak learning rate per layer group, earliest first
+    precision: str            # the arithmetic: "fp32", "bf16" or "fp16"
 
 
 class BatchEvent(_Base):
@@ -116,6 +117,7 @@ class TrainResult(TypedDict, total=False):
     steps: int                # training steps taken
     precompute: PrecomputeRecord
     metrics: dict[str, float]
+    training: dict            # precision, train_bn, param_groups (names), not_repeatable (or None)
 
 
 class DataSet(TypedDict):

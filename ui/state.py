@@ -51,6 +51,10 @@ K_BORDER_FIG = "kernels.border_{}"     # chart: the corner of the output with bo
 K_COLLAPSE_FIG = "kernels.collapse"    # chart: the 5×5 kernel two linear layers collapse into
 K_LEARN_GO = "kernels.learn_go"        # button: run gradient descent on the hidden kernel
 K_LEARN_FIG = "kernels.learn_fig"      # chart: the learned weights and the loss, animated
+K_ACT = "kernels.act"                  # non-linearity between stacked layers: "relu" | "sigmoid"
+K_ACT_FIG = "kernels.act_fig"          # chart: ReLU and sigmoid side by side
+K_CROP = "kernels.crop"                # side of the crop whose raw numbers "the photo as numbers" shows
+K_TENSOR_FIG = "kernels.tensor_{}"     # chart: the crop's numbers in channel <red|green|blue>
 
 # SGD ----------------------------------------------------------------------------------------------
 S_URL_LOADED = "sgd.url_loaded"
@@ -73,6 +77,10 @@ S_ANIMATION = "sgd.animation"          # chart: the run, played in the browser
 S_SURFACE3D_FIG = "sgd.surface3d_chart"  # chart: the loss surface in 3D
 S_QUADRATIC_FIG = "sgd.quadratic"      # chart: three balls on f(w) = w²
 S_COMPARE_FIG = "sgd.compare_chart"    # chart: the compared learning rates
+S_BETA = "sgd.beta"                    # momentum β (0…0.99), used when the optimizer is "momentum"
+S_SCORE = "sgd.score{}"                # softmax box: raw score of class 1, 2, 3
+S_ACTUAL = "sgd.actual"                # softmax box: index of the actual class (0, 1, 2)
+S_SOFTMAX_FIG = "sgd.softmax_chart"    # chart: scores -> probabilities
 
 # Session ------------------------------------------------------------------------------------------
 SESSION_OWNER = "session.owner"       # opaque token naming this browser session's jobs, data and runs
@@ -90,6 +98,8 @@ T_PRETRAINED = "train.pretrained"      # bool
 T_CLEANED = "train.cleaned"            # data set handed over by the Explorer's retrain button
 T_SIZE = "train.size"                  # image side in pixels
 T_BS = "train.bs"                      # batch size
+T_PRECISION = "train.precision"        # "auto" | "fp32" | "bf16" | "fp16" (engine.settings.PRECISIONS)
+T_TRAIN_BN = "train.train_bn"          # bool: a frozen body's batch norm still trains (fastai's default)
 T_LR = "train.lr"                      # learning rate used next (float; written by train_settings.use_lr)
 T_LR_LO = "train.lr_lo"                # lower end of slice(lo, hi) after unfreezing
 T_METHOD = "train.method"              # "fit_one_cycle" | "fine_tune" | "unfreeze"
@@ -134,6 +144,10 @@ T_TABLE = "train.table{}"              # the epoch table (same suffixes)
 T_RUNS_TABLE = "train.runs_table"      # table of the session's saved runs
 T_RUN_PICK = "train.run_pick"          # selectbox: a saved run
 T_RUN_RELOAD = "train.run_reload"      # button: show the picked run's curves again
+T_LR_PICKED = "train.lr_picked"        # the LR finder's pick after unfreezing (lasting, no widget)
+T_LR_TO = "train.lr_to_{}"             # button: put the pick into "lo" or "hi" of slice(lo, hi)
+T_LR_LESSON = "train.lr_lesson"        # button: lo = the finder's valley, hi = frozen rate / 10
+T_CODE = "train.code_{}"               # the code for these settings: "fastai" | "pytorch" block
 
 # Explorer -----------------------------------------------------------------------------------------
 E_URL_LOADED = "explore.url_loaded"
@@ -174,6 +188,20 @@ E_PROBS = "explore.probs"              # probability chart of the prediction
 E_DOWNLOAD = "explore.download"        # download button of the model zip
 E_CELL_IMAGES = "explore-cell-images"  # container of a clicked cell's images (CSS .st-key-<key>)
 E_CLEAN_GRID = "explore-cleaner-grid"  # container of the cleaner's images (CSS .st-key-<key>)
+E_IN_SOURCE = "explore.in_source"      # Inside tab: "valid" | "upload"
+E_IN_ITEM = "explore.in_item"          # Inside tab: index of the validation image
+E_IN_UPLOAD = "explore.in_upload"      # Inside tab: file uploader
+E_IN_KVIEW = "explore.in_kview"        # Inside tab: kernels "rgb" | "channels"
+E_IN_KERNEL = "explore.in_kernel"      # Inside tab: the learned kernel picked (its index)
+E_IN_TOP = "explore.in_top"            # Inside tab: channels shown per stage
+E_IN_STAGE = "explore.in_stage"        # Inside tab: stage of the enlarged map (index)
+E_IN_CHANNEL = "explore.in_channel"    # Inside tab: channel of the enlarged map
+E_IN_ALPHA = "explore.in_alpha"        # Inside tab: opacity of the enlarged map over the image
+E_IN_KERNEL_FIG = "explore.in_kernel_fig"  # chart: the learned kernels (a click picks one)
+E_IN_FMAP_FIG = "explore.in_fmap{}"    # chart: the feature maps of stage i (a click picks one)
+E_IN_MAPS = "explore.in_maps"          # (run id, image key, feature maps) computed this session
+E_IN_PLAY = "explore.in_play"          # link button: open the picked kernel in the playground
+E_IN_SLICE_FIG = "explore.in_slice_{}"  # chart: the picked kernel's <red|green|blue|grey> numbers
 
 
 def owner_token() -> str:

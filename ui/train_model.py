@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.device import default_device
-from engine.settings import ARCHS, BATCH_SIZES, PRETRAINED_ARCHS, SIZES
+from engine.settings import ARCHS, BATCH_SIZES, PRECISIONS, PRETRAINED_ARCHS, SIZES
 from engine.weights import can_download, pretrained_cached
 from ui import state
 
@@ -13,6 +13,10 @@ from ui import state
 @st.cache_data(show_spinner=False, ttl=300)
 def weights_downloadable() -> bool:
     return can_download()
+
+
+PRECISION_LABELS = {"auto": "auto (bf16 on a GPU, fp32 on a CPU)", "fp32": "fp32 (32-bit float)",
+                    "bf16": "bf16 (16-bit bfloat)", "fp16": "fp16 (16-bit float, loss scaling)"}
 
 
 def model_section() -> None:
@@ -42,6 +46,15 @@ def model_section() -> None:
     st.caption(f"Device in use: **{dev.type.upper()}**"
                + ("" if dev.type != "cpu" else " — training runs on the processor; small images "
                   "and small models keep it quick."))
+    c1, c2 = st.columns([3, 2])
+    c1.checkbox("Frozen body's batch norm keeps learning (train_bn)", key=state.T_TRAIN_BN,
+                disabled=not (can_pre and state.get(state.T_PRETRAINED)),
+                help="While the pretrained body is frozen, its batch-norm layers still adjust "
+                     "their averages (and scales) to your images, as fastai does by default. "
+                     "Untick to keep ImageNet's values until the body is unfrozen.")
+    c2.selectbox("Arithmetic", PRECISIONS, key=state.T_PRECISION, format_func=PRECISION_LABELS.get,
+                 help="auto: 16-bit bfloat16 on a GPU that has it (faster, less memory), 32-bit "
+                      "float on a processor. fastai trains in 32 bits unless asked otherwise.")
 
 
 __all__ = ["model_section"]

@@ -16,8 +16,9 @@ from engine.events import DataSet, TrainResult
 from engine.jobs import CANCELLED, RUNNING, Job
 from engine.jobs.run_jobs import eta, live_message
 from engine.runs import RunError, list_runs, load_run
+from engine.models import n_param_groups
 from engine.schedule import RunPlan, plan_run
-from engine.settings import RunSettings, precompute_reason
+from engine.settings import RunSettings, precompute_note, precompute_reason
 from ui import state, train_figs
 from ui.figures import ReadyFigure
 from ui.job_panel import cancel_button, notes
@@ -33,7 +34,6 @@ PRECOMPUTE_HELP = ("Runs the frozen pretrained body once over every image and ke
                    "model as the long way, but seconds instead of minutes on a CPU. It only works "
                    "while the body is frozen and augmentation is off: otherwise the body's output "
                    "changes from epoch to epoch.")
-PREVIEW_GROUPS = 3   # layer groups of every architecture (early layers, late layers, head)
 
 
 def method_widgets() -> None:
@@ -65,6 +65,9 @@ def precompute_setting(settings: RunSettings) -> None:
     reason = precompute_reason(settings)
     if reason is None:
         st.checkbox(PRECOMPUTE_LABEL, key=state.T_PRECOMPUTE, help=PRECOMPUTE_HELP)
+        note = precompute_note(settings.with_(precompute=True))
+        if note:
+            st.caption(note)
     else:
         # Drawn unticked under its own key; the learner's choice waits under keep: (ui.state) and
         # comes back when precompute applies again. The widget's own value would go stale.
@@ -76,10 +79,11 @@ def precompute_setting(settings: RunSettings) -> None:
 
 def preview_plan(settings: RunSettings, ds: DataSet) -> tuple[RunPlan, int]:
     """The engine's plan of the run these settings describe, and its steps per epoch. One group
-    for fit_one_cycle (every group gets the same rate), three for the methods with slices."""
+    for fit_one_cycle (every group gets the same rate); for the methods with slices, as many as
+    the architecture has (engine.models.n_param_groups: ResNets 3, EfficientNet-Lite0 2)."""
     counts = current_counts(ds)
     n_batches = batches_per_epoch(sum(counts["train"]), settings.bs)
-    n_groups = 1 if settings.method == "fit_one_cycle" else PREVIEW_GROUPS
+    n_groups = 1 if settings.method == "fit_one_cycle" else n_param_groups(settings.arch)
     return plan_run(settings.method, settings.epochs, settings.lr, n_batches, n_groups,
                     freeze_epochs=settings.freeze_epochs, lr_lo=settings.lr_lo), n_batches
 
@@ -120,7 +124,8 @@ def take_in_train(job: Job) -> None:
         "cancelled": res["cancelled"] or job.status == CANCELLED, "run_id": res.get("run_id"),
         "total_steps": sum(s["total_steps"] for s in starts) or None,
         "total_epochs": sum(s["epochs"] for s in starts) or None, "seconds": res["seconds"],
-        "precompute": res.get("precompute"), "notes": notes(job.events())}
+        "precompute": res.get("precompute"), "notes": notes(job.events()),
+        "training": res.get("training")}
 
 
 def train_live(job: Job) -> None:
@@ -158,8 +163,23 @@ def last_training(last: dict[str, Any]) -> None:
     if pre.get("used"):
         st.caption(f"The head trained on precomputed body features (computed once, in "
                    f"{pre['seconds']:.1f} s).")
+    if training := last.get("training"):
+        st.caption(how_it_trained(training))
     draw_training(last["epochs"], last["batches"], last.get("total_steps"),
                   last.get("total_epochs"), live=False)
+
+
+def how_it_trained(training: dict[str, Any]) -> str:
+    """One line on a finished run's arithmetic, parameter groups and frozen batch norm."""
+    groups = training.get("param_groups") or []
+    text = (f"Trained in {training.get('precision') or 'fp32'}"
+            + (f"; {len(groups)} parameter groups ({', '.join(groups)}), each with its own "
+               "learning rate" if len(groups) > 1 else "")
+            + ("; a frozen body's batch norm adapts to the data (train_bn)"
+               if training.get("train_bn") else "; a frozen body's batch norm stays fixed") + ".")
+    if training.get("not_repeatable"):
+        text += " " + training["not_repeatable"]
+    return text
 
 
 def draw_training(epochs: list, batches: list, total_steps: int | None,

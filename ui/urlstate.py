@@ -105,6 +105,8 @@ def _kernel_table() -> list[Param]:
         Param("lrule", state.K_LEARN_RULE, "str", "momentum", ("momentum", "plain")),
         Param("lsteps", state.K_LEARN_STEPS, "int", 200, (25, 50, 100, 200, 400, 800)),
         Param("llr", state.K_LEARN_LR, "float", 1.0, (0.1, 0.5, 1.0, 1.9, 2.2, 3.0, 4.0)),
+        Param("act", state.K_ACT, "str", "relu", ("relu", "sigmoid")),
+        Param("crop", state.K_CROP, "int", 4, (3, 4, 5, 6, 8)),
     ]
 
 
@@ -125,12 +127,26 @@ def _sgd_table() -> list[Param]:
         Param("lines", state.S_LINE_BY_LINE, "bool", False),
         Param("ms", state.S_SPEED, "int", 80, lo=10, hi=1000),
         Param("cmp", state.S_COMPARE, "str", "0.01, 0.1, 0.9, 1.05"),
+        Param("beta", state.S_BETA, "float", 0.9, lo=0.0, hi=0.99),
+        Param("z1", state.S_SCORE.format(1), "float", 2.0, lo=-10.0, hi=10.0),
+        Param("z2", state.S_SCORE.format(2), "float", 1.0, lo=-10.0, hi=10.0),
+        Param("z3", state.S_SCORE.format(3), "float", -1.0, lo=-10.0, hi=10.0),
+        Param("actual", state.S_ACTUAL, "int", 0, (0, 1, 2)),
     ]
 
 
 def _explore_table() -> list[Param]:
     # The run id is checked by engine.runs.load_run (format and folder) when the page opens it.
-    return [Param("run", state.E_RUN, "str", "")]
+    return [Param("run", state.E_RUN, "str", ""),
+            # the Inside tab (ui/explore_inside.py); indices past a run's own are clamped there
+            Param("in_src", state.E_IN_SOURCE, "str", "valid", ("valid", "upload")),
+            Param("in_item", state.E_IN_ITEM, "int", 0, lo=0, hi=10**7),
+            Param("in_view", state.E_IN_KVIEW, "str", "rgb", ("rgb", "channels")),
+            Param("in_k", state.E_IN_KERNEL, "int", 0, lo=0, hi=4096),
+            Param("in_top", state.E_IN_TOP, "int", 8, (4, 8, 16)),
+            Param("in_stage", state.E_IN_STAGE, "int", 0, lo=0, hi=99),
+            Param("in_ch", state.E_IN_CHANNEL, "int", 0, lo=0, hi=4096),
+            Param("in_alpha", state.E_IN_ALPHA, "float", 0.6, lo=0.0, hi=1.0)]
 
 
 #: The Train page's URL names: (query key, RunSettings field, session-state key). Types, bounds,
@@ -139,7 +155,9 @@ TRAIN_FIELDS = (("arch", "arch", state.T_ARCH), ("pre", "pretrained", state.T_PR
                 ("size", "size", state.T_SIZE), ("bs", "bs", state.T_BS), ("vp", "valid_pct", state.T_VALID_PCT),
                 ("seed", "seed", state.T_SEED), ("aug", "augment", state.T_AUGMENT),
                 ("method", "method", state.T_METHOD), ("epochs", "epochs", state.T_EPOCHS),
-                ("lr", "lr", state.T_LR), ("pc", "precompute", state.T_PRECOMPUTE))
+                ("lr", "lr", state.T_LR), ("pc", "precompute", state.T_PRECOMPUTE),
+                ("lo", "lr_lo", state.T_LR_LO), ("tbn", "train_bn", state.T_TRAIN_BN),
+                ("prec", "precision", state.T_PRECISION))
 
 
 def _train_table() -> list[Param]:
