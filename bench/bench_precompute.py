@@ -34,7 +34,7 @@ def _pair(folder: Path):
     out = []
     for m in (model, copy.deepcopy(model)):
         learn = Learner(m, build_dataloaders(folder, cfg), device="cpu")
-        learn.freeze()
+        learn.freeze(train_bn=False)   # the model precompute trains: batch norm fixed
         out.append(learn)
     return out
 
