@@ -25,7 +25,7 @@ from engine.paths import data_dir
 KEEP = "keep"
 DELETE = "delete"
 MOVE = "move:"           # a relabel decision is "move:<class name>"
-JOURNAL_ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
+JOURNAL_ID = re.compile(r"[A-Za-z0-9_-]{16}")   # always used with fullmatch (no "\n" after it)
 SPLIT_NAMES = ("train",) + VALID_NAMES
 
 
@@ -70,6 +70,7 @@ class Journal:
     moves: list[Move]
     made_dirs: list[str] = field(default_factory=list)   # class folders the apply had to create
     state: str = "applying"       # "applying" | "applied" | "undone"
+    skipped: list[str] = field(default_factory=list)     # chosen files already gone (not moved)
 
     @property
     def n_deleted(self) -> int:
@@ -80,9 +81,15 @@ class Journal:
         return sum(m.action == "move" for m in self.moves)
 
     def summary(self) -> str:
-        """One sentence saying what happened, for the page."""
-        return (f"{self.n_deleted} image{'s' * (self.n_deleted != 1)} moved to quarantine, "
+        """One sentence saying what happened, for the page (and one more when chosen files had
+        already gone)."""
+        text = (f"{self.n_deleted} image{'s' * (self.n_deleted != 1)} moved to quarantine, "
                 f"{self.n_relabelled} relabelled.")
+        if self.skipped:
+            n = len(self.skipped)
+            text += (f" {n} chosen image{'s were' if n != 1 else ' was'} no longer there (moved "
+                     "or cleaned meanwhile) and left out.")
+        return text
 
 
 def journals_dir() -> Path:
@@ -100,7 +107,7 @@ def _save(journal: Journal) -> None:
 
 def load_journal(journal_id: str) -> Journal:
     """A saved journal by id (the id is checked before any path is built from it)."""
-    if not isinstance(journal_id, str) or not JOURNAL_ID.match(journal_id):
+    if not isinstance(journal_id, str) or not JOURNAL_ID.fullmatch(journal_id):
         raise CleanError("This is not a valid cleaning journal id.")
     path = journals_dir() / f"{journal_id}.json"
     try:
@@ -152,6 +159,14 @@ def _free_name(target: Path, taken: set[Path]) -> Path:
     return target
 
 
+def vanished(decisions: Mapping[str, str]) -> list[str]:
+    """The files of `decisions` (other than keep) that are no longer plain files where the run saw
+    them: moved by another tab, quarantined on the Train page, replaced by a folder or a link."""
+    from engine.data.files import is_regular_file
+    return [raw for raw, decision in decisions.items()
+            if decision != KEEP and not is_regular_file(raw)]
+
+
 def plan(folder: str | os.PathLike, decisions: Mapping[str, str], classes: list[str],
          quarantine: Path) -> list[Move]:
     """The moves that carry out `decisions` ({file path: decision}); nothing changes on disk.
@@ -187,22 +202,29 @@ def plan(folder: str | os.PathLike, decisions: Mapping[str, str], classes: list[
 
 
 def apply_decisions(folder: str | os.PathLike, decisions: Mapping[str, str], *, classes: list[str],
-                    owner: str | None, run_owner: str | None, run_id: str = "") -> Journal:
+                    owner: str | None, run_owner: str | None, run_id: str = "",
+                    skip_vanished: bool = False) -> Journal:
     """Carry out keep / delete / relabel decisions on a data folder; returns the journal.
 
     Refuses (CleanError, nothing moved) when `owner` is not the run's owner. Deleted files go to
     <data dir>/quarantine/<folder>-clean-<time>-<id>/; relabelled ones to their new class folder.
-    If any move fails, the ones already made are moved back before the error is raised.
+    If any move fails, the ones already made are moved back before the error is raised. A chosen
+    file that is already gone (a stale choice: `vanished`) refuses the whole apply, unless
+    `skip_vanished`: then it is left out and named in the journal's `skipped`, so a choice made
+    before another tab (or the Train page's quarantine) moved the file never blocks the others.
     """
     _check_owner(owner, run_owner)
     root = Path(folder).resolve()
     if not root.is_dir():
         raise CleanError(f"The data folder {root.name} no longer exists.")
+    gone = vanished(decisions) if skip_vanished else []
+    left_out = set(gone)
+    decisions = {raw: d for raw, d in decisions.items() if raw not in left_out}
     jid = secrets.token_urlsafe(12)
     quarantine = data_dir() / "quarantine" / f"{root.name}-clean-{time.strftime('%Y%m%d-%H%M%S')}-{jid[:6]}"
     moves = plan(root, decisions, list(classes), quarantine)
     journal = Journal(id=jid, folder=str(root), owner=str(owner), run_id=run_id, created=time.time(),
-                      quarantine=str(quarantine), moves=moves)
+                      quarantine=str(quarantine), moves=moves, skipped=list(gone))
     if not moves:
         journal.state = "applied"
         return journal
@@ -278,18 +300,21 @@ def _dirs_below(folder: Path) -> list[Path]:
 def training_files(root: str | os.PathLike, class_name: str,
                    exclude: Collection[str] = ()) -> list[str]:
     """Image files of one class that a run trained on, sorted: its folder (train/<class> when the
-    data set has train/ and valid/), minus `exclude` (the run's validation files). Hidden files
-    and symbolic links are left out, as the loaders leave them out."""
+    data set has train/ and valid/), minus `exclude` (the run's validation files). Hidden files,
+    symbolic links and anything that is not a plain file (a FIFO named *.png) are left out, as
+    the loaders leave them out."""
     from engine.data import IMAGE_SUFFIXES
 
     root = Path(root)
     folder = root / "train" / class_name if (root / "train").is_dir() else root / class_name
     if not folder.is_dir():
         return []
+    from engine.data.files import is_regular_file
+
     skip = set(exclude)
     return sorted(str(p) for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                  and not p.is_symlink() and str(p) not in skip)
+                  and is_regular_file(p) and str(p) not in skip)
 
 
 def hardest_first(rows: Iterable[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
@@ -299,5 +324,5 @@ def hardest_first(rows: Iterable[tuple[str, float, int]]) -> list[tuple[str, flo
 
 
 __all__ = ["KEEP", "DELETE", "MOVE", "CleanError", "Move", "Journal", "relabel", "parse_decision",
-           "journals_dir", "load_journal", "data_root", "plan", "apply_decisions", "undo",
+           "journals_dir", "load_journal", "data_root", "vanished", "plan", "apply_decisions", "undo",
            "training_files", "hardest_first"]

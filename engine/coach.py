@@ -7,6 +7,10 @@ Each rule is a small pure function of the epoch table (and the per-batch losses)
   - loss falls very slowly and train loss > valid loss      -> learning rate too low, or too few epochs
   - error rate rises again in the last epochs               -> too many epochs (overfitting)
   - train loss < valid loss                                 -> normal; not overfitting by itself
+
+An epoch without a validation measurement (no validation images: every validation figure NaN) is
+no evidence for any of the validation rules: `diagnose` says the set is empty instead of reading
+its NaNs as an explosion. `validation_note` says the same before training, from the split's counts.
 """
 from __future__ import annotations
 
@@ -40,9 +44,53 @@ def _col(epochs: Sequence[dict], key: str) -> list[float]:
     return [float(e[key]) if e.get(key) is not None else math.nan for e in epochs]
 
 
+def measured(epoch: dict) -> bool:
+    """Whether an epoch row holds a validation measurement. evaluate() returns NaN for the error
+    rate only when there was no validation image; a real explosion gives a NaN loss and a number
+    for the error rate (argmax of anything is some class)."""
+    err = epoch.get("error_rate")
+    return isinstance(err, (int, float)) and math.isfinite(err)
+
+
+def no_validation(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Note | None:
+    """No epoch was measured on validation images: the set was empty."""
+    if not epochs or any(measured(e) for e in epochs):
+        return None
+    return Note("no_validation", "warning", "No validation set, so nothing to judge",
+                "This run had no validation images (each class needs at least two images so "
+                "that one can be held out), so its validation loss and error rate are empty and "
+                "the coach cannot tell whether the learning rate or the number of epochs was "
+                "right. Add images so that every class has at least two (or add a valid/ folder "
+                "of class folders), and train again.")
+
+
+def validation_note(classes: Sequence[str], valid_counts: Sequence[int]) -> Note | None:
+    """Before training: a warning when the split leaves no validation image at all, an info note
+    naming the classes that have none; None when every class has some."""
+    if not classes:
+        return None
+    empty = [c for c, n in zip(classes, valid_counts) if int(n) == 0]
+    if len(empty) == len(classes):
+        return Note("no_validation", "warning", "The validation set is empty",
+                    "No image is held out for validation: a class needs at least two images so "
+                    "that one can be held out. Without validation images, training cannot measure "
+                    "the error rate and the coach cannot judge the run. Add images to every "
+                    "class (or a valid/ folder of class folders), then train.")
+    if empty:
+        names = ", ".join(f"“{c}”" for c in empty[:5]) + (f" and {len(empty) - 5} more"
+                                                         if len(empty) > 5 else "")
+        return Note("class_without_validation", "info", "Some classes have no validation image",
+                    f"{names} {'has' if len(empty) == 1 else 'have'} no validation image, so the "
+                    "error rate says nothing about "
+                    f"{'it' if len(empty) == 1 else 'them'}: add at least one more image to "
+                    f"{'that class' if len(empty) == 1 else 'each of them'}.")
+    return None
+
+
 def lr_too_high(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Note | None:
-    """Validation (or training) loss exploded."""
-    valid = _col(epochs, "valid_loss")
+    """Validation (or training) loss exploded. Epochs without a validation measurement are left
+    out: their NaN is an empty set, not an explosion."""
+    valid = _col([e for e in epochs if measured(e)], "valid_loss")
     smooth = [float(b["smooth_loss"]) for b in batches if b.get("smooth_loss") is not None]
     bad_valid = any(not math.isfinite(v) for v in valid)
     finite = [v for v in valid if math.isfinite(v)]
@@ -62,6 +110,7 @@ def lr_too_high(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Note | 
 
 def lr_too_low(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Note | None:
     """Loss crawls down and the model still does worse on training data than on validation."""
+    epochs = [e for e in epochs if measured(e)]
     if not epochs:
         return None
     valid, train = _col(epochs, "valid_loss"), _col(epochs, "train_loss")
@@ -102,6 +151,7 @@ def too_many_epochs(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Not
 
 def train_below_valid(epochs: Sequence[dict], batches: Sequence[dict] = ()) -> Note | None:
     """Train loss under valid loss: normal, not overfitting."""
+    epochs = [e for e in epochs if measured(e)]
     if not epochs:
         return None
     t, v = epochs[-1].get("train_loss"), epochs[-1].get("valid_loss")
@@ -126,6 +176,10 @@ def diagnose(epochs: Sequence[dict], batches: Sequence[dict] = (), *,
                      "The run stopped before its first epoch ended, so there is nothing to judge; "
                      "the model was left as it was.")]
     notes = [n for n in (rule(epochs, batches) for rule in RULES) if n is not None]
+    empty = no_validation(epochs, batches)
+    if empty is not None:
+        # Only what the training loss shows can still be said (a diverging batch loss).
+        notes = [empty] + [n for n in notes if n.kind == "lr_too_high"]
     if notes and notes[0].kind == "lr_too_high":
         notes = [n for n in notes if n.kind != "lr_too_low"]   # both would confuse; the first wins
     if not any(n.level in ("error", "warning") for n in notes):
@@ -142,4 +196,4 @@ def diagnose(epochs: Sequence[dict], batches: Sequence[dict] = (), *,
 
 
 __all__ = ["Note", "diagnose", "lr_too_high", "lr_too_low", "too_many_epochs", "train_below_valid",
-           "RULES"]
+           "RULES", "measured", "no_validation", "validation_note"]

@@ -1,12 +1,15 @@
 """Image downloads from lists of URLs (the lesson's `urls_teddys.txt` files), safe for a server.
 
 A URL typed by a user must not make the app fetch from inside its own network (server-side request
-forgery): every host is resolved, every address it resolves to is checked, the connection goes to
-the checked address (so a second DNS answer cannot swap it), and every redirect is checked again.
-Only the standard library is used.
+forgery): every host is resolved, every address it resolves to is checked (an IPv6 address carrying
+an IPv4 one, as 6to4 or NAT64 do, by that one too), the connection goes to the checked address (so
+a second DNS answer cannot swap it), and every redirect is checked again. Standard library only.
+A download stops within about WATCH_S s of `cancelled()` turning true (Cancel, or the unwatched-job
+timeout): a connect waits in slices that long, and a watchdog thread shuts a slow read's socket.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import io
@@ -20,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
 from engine.fsutil import atomic_write_bytes
@@ -31,6 +34,8 @@ DEFAULT_BATCH_TIMEOUT = 300.0          # seconds, wall clock, for a whole list
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024   # bytes per file, counted while reading
 MAX_REDIRECTS = 5
 MAX_URL_LENGTH = 2048
+WATCH_S = 0.2                          # seconds between looks at the deadline and at cancelled()
+CANCELLED = "Not finished: the download was cancelled."
 USER_AGENT = "DeepLearningLab/1.0 (teaching app; image download)"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
@@ -40,6 +45,8 @@ _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "G
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 Progress = Callable[[float, str], None]
+#: cancelled() -> True once the download should stop (polled from worker threads).
+Cancelled = Callable[[], bool]
 
 
 class URLRefused(ValueError):
@@ -69,6 +76,7 @@ class DownloadReport:
     saved: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)   # (url, sentence)
     seconds: float = 0.0
+    cancelled: bool = False          # cancelled() turned true before every URL was tried
 
     @property
     def n_saved(self) -> int:
@@ -91,10 +99,36 @@ def _normalise_host(host: str) -> str:
         return host
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address: NAT64's well-known prefix, IPv4-compatible
+# (::a.b.c.d, deprecated) and IPv4-translated (SIIT). All are also "reserved" to Python.
+_LOW32 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries in a form that can route to it: IPv4-mapped, 6to4
+    (2002::/16), Teredo's client (2001::/32), NAT64, IPv4-compatible and IPv4-translated; None
+    when it carries none (:: and ::1 are IPv6's own unspecified and loopback addresses)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if int(ip) > 1 and any(ip in net for net in _LOW32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why an address is not a public one (None when it is)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped   # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            problem = _address_problem(inner)
+            if problem:
+                return f"{problem} (it carries the IPv4 address {inner})"
+            if ip.ipv4_mapped is not None:
+                return None   # ::ffff:a.b.c.d is a.b.c.d, which is public
     for kind, flag in (("an unspecified", ip.is_unspecified), ("a loopback", ip.is_loopback),
                        ("a link-local", ip.is_link_local), ("a multicast", ip.is_multicast),
                        ("a private", ip.is_private), ("a reserved", ip.is_reserved)):
@@ -162,69 +196,132 @@ def check_url(url: str, allow_hosts: Iterable[str] = ()) -> Target:
     return Target(url=url, scheme=scheme, host=host, port=port, path=path, ip=addresses[0])
 
 
+def _open_socket(ip: str, port: int, deadline: float, cancelled: Cancelled) -> socket.socket:
+    """A TCP connection to ip:port, waited for in slices of WATCH_S, so a silent host is given up at
+    the deadline or on cancel (a socket still connecting cannot be shut from another thread)."""
+    import selectors
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex((ip, port))
+        if err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EINTR):
+            with selectors.DefaultSelector() as sel:   # poll/epoll: no limit on descriptor numbers
+                sel.register(sock, selectors.EVENT_WRITE)
+                while True:
+                    if cancelled():
+                        raise FetchFailed(CANCELLED)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout("connect")
+                    if sel.select(min(WATCH_S, left)):
+                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        break
+        if err:
+            raise OSError(err, os.strerror(err))
+        sock.setblocking(True)
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the address that was checked, never to a fresh DNS answer."""
+    """Connects to the address that was checked, never to a fresh DNS answer (see _open_socket)."""
 
-    def __init__(self, target: Target, timeout: float):
-        super().__init__(target.host, target.port, timeout=timeout)
-        self._ip = target.ip
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, target: Target, timeout: float):
-        super().__init__(target.host, target.port, timeout=timeout,
-                         context=ssl.create_default_context())
-        self._ip = target.ip
+    def __init__(self, target: Target, deadline: float, cancelled: Cancelled, **options: Any):
+        super().__init__(target.host, target.port, timeout=max(deadline - time.monotonic(), 0.01),
+                         **options)
+        self._ip, self._deadline, self._cancelled = target.ip, deadline, cancelled
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = sock   # visible to the watchdog during the handshake too
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = _open_socket(self._ip, self.port, self._deadline, self._cancelled)
 
 
-def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
-          allow_hosts: Iterable[str] = ()) -> bytes:
-    """GET a URL's body, following up to MAX_REDIRECTS redirects, each one checked again.
+class _PinnedHTTPSConnection(_PinnedHTTPConnection, http.client.HTTPSConnection):
+    def __init__(self, target: Target, deadline: float, cancelled: Cancelled):
+        super().__init__(target, deadline, cancelled, context=ssl.create_default_context())
 
-    Raises URLRefused for an address the app will not contact and FetchFailed for a time limit
-    (`timeout` seconds, wall clock, for everything), a body over `max_bytes`, or an HTTP error.
-    """
-    allow = list(allow_hosts)
-    deadline = time.monotonic() + timeout
-    for _ in range(MAX_REDIRECTS + 1):
-        target = check_url(url, allow)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchFailed(f"The download took longer than {timeout:g} s, so it was stopped.")
-        cls = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-        conn = cls(target, timeout=remaining)
-        timed_out = threading.Event()
+    def connect(self) -> None:
+        super().connect()   # self.sock is visible to the watchdog during the handshake too
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
 
-        def _stop(conn: http.client.HTTPConnection = conn) -> None:
-            # Socket timeouts count per read, so a server sending a byte a second would never
-            # trip them: at the wall-clock deadline the socket is shut from this watchdog thread.
-            timed_out.set()
-            sock = conn.sock
+
+class _Watchdog(threading.Thread):
+    """Shuts a connection's socket at the wall-clock deadline or on cancel, looking every WATCH_S s
+    (socket timeouts count per read: a server sending a byte a second would never trip them)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, deadline: float, cancelled: Cancelled):
+        super().__init__(daemon=True, name="dllab-download-watch")
+        self.conn, self.deadline, self.cancelled = conn, deadline, cancelled
+        self.done = threading.Event()
+        self.why: str | None = None   # "time" or "cancel" once it has shut the socket
+
+    def reason(self) -> str | None:
+        """Why the fetch must stop now ("time", "cancel"), or None."""
+        if self.why is None:
+            try:
+                stop = self.cancelled()
+            except Exception:  # a broken callable must not keep a download alive
+                stop = True
+            if stop:
+                self.why = "cancel"
+            elif time.monotonic() >= self.deadline:
+                self.why = "time"
+        return self.why
+
+    def run(self) -> None:
+        while not self.done.wait(max(min(WATCH_S, self.deadline - time.monotonic()), 0.0)):
+            if self.reason() is None:
+                continue
+            sock = self.conn.sock
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            return
 
-        watchdog = threading.Timer(remaining, _stop)
-        watchdog.daemon = True
+
+def _redirect(base: str, location: str | None, status: int) -> str:
+    """Where a redirect points; FetchFailed for nowhere or a malformed address (http://[1.2.3.4]/)."""
+    if not location:
+        raise FetchFailed(f"The server redirected (HTTP {status}) without saying where.")
+    try:
+        return urljoin(base, location.strip())
+    except ValueError:
+        raise FetchFailed(f"The server redirected (HTTP {status}) to something that is not a "
+                          "valid web address.") from None
+
+
+def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
+          allow_hosts: Iterable[str] = (), cancelled: Cancelled | None = None) -> bytes:
+    """GET a URL's body, following up to MAX_REDIRECTS redirects, each one checked again.
+
+    Raises URLRefused for an address the app will not contact and FetchFailed for a time limit
+    (`timeout` seconds, wall clock, for everything), a body over `max_bytes`, an HTTP error, or
+    `cancelled()` turning true (noticed within about WATCH_S seconds, whatever the server does).
+    """
+    allow = list(allow_hosts)
+    cancelled = cancelled or (lambda: False)
+    deadline = time.monotonic() + timeout
+    too_long = f"The download took longer than {timeout:g} s, so it was stopped."
+    for _ in range(MAX_REDIRECTS + 1):
+        if cancelled():
+            raise FetchFailed(CANCELLED)
+        target = check_url(url, allow)
+        if deadline - time.monotonic() <= 0:
+            raise FetchFailed(too_long)
+        cls = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+        conn = cls(target, deadline, cancelled)
+        watchdog = _Watchdog(conn, deadline, cancelled)
         watchdog.start()
         try:
             conn.request("GET", target.path, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
             resp = conn.getresponse()
             if resp.status in _REDIRECTS:
-                location = resp.getheader("Location")
-                if not location:
-                    raise FetchFailed(f"The server redirected (HTTP {resp.status}) without saying where.")
-                url = urljoin(target.url, location.strip())
+                url = _redirect(target.url, resp.getheader("Location"), resp.status)
                 continue
             if resp.status != 200:
                 raise FetchFailed(f"The server answered HTTP {resp.status} {resp.reason}.".rstrip())
@@ -235,8 +332,9 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
             buf = io.BytesIO()
             while True:
                 chunk = resp.read1(64 * 1024)
-                if timed_out.is_set() or time.monotonic() > deadline:
-                    raise FetchFailed(f"The download took longer than {timeout:g} s, so it was stopped.")
+                why = watchdog.reason()
+                if why is not None:
+                    raise FetchFailed(CANCELLED if why == "cancel" else too_long)
                 if not chunk:
                     break
                 buf.write(chunk)
@@ -245,15 +343,15 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
                                       f"so the download was stopped.")
             return buf.getvalue()
         except (OSError, http.client.HTTPException) as exc:
-            if timed_out.is_set():
-                raise FetchFailed(f"The download took longer than {timeout:g} s, so it was stopped.") \
-                    from None
+            why = watchdog.reason()
+            if why is not None or isinstance(exc, socket.timeout):
+                raise FetchFailed(CANCELLED if why == "cancel" else too_long) from None
             if isinstance(exc, ssl.SSLError):
                 raise FetchFailed("The secure connection failed (the certificate could not be "
                                   "verified).") from None
             raise FetchFailed(f"The connection failed ({type(exc).__name__}).") from None
         finally:
-            watchdog.cancel()
+            watchdog.done.set()
             conn.close()
     raise FetchFailed(f"The address redirected more than {MAX_REDIRECTS} times.")
 
@@ -271,14 +369,16 @@ def download_images(urls: Iterable[str], dest: str | os.PathLike, *, max_pics: i
                     timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
                     workers: int = 8, allow_hosts: Iterable[str] = (),
                     batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
-                    progress: Progress | None = None) -> DownloadReport:
+                    progress: Progress | None = None,
+                    cancelled: Cancelled | None = None) -> DownloadReport:
     """Download images into `dest`, keeping only files that decode (engine.images rules).
 
     The first `max_pics` distinct URLs are tried (as fastai does), `workers` at a time. Each URL gets
     `timeout` seconds wall clock and `max_bytes`; the whole list gets `batch_timeout` seconds, after
     which untried URLs fail with that reason. Files are saved as `<sha256[:16]>.<format>`, so names
     are safe and an image found twice is kept once. `allow_hosts` names hosts that may be private
-    (tests use it for a local server). Returns a DownloadReport; a URL never raises.
+    (tests use it for a local server). Once `cancelled()` is true, URLs in progress stop (within
+    about WATCH_S s) and the rest are not tried. Returns a DownloadReport; a URL never raises.
     """
     start = time.monotonic()
     batch_deadline = start + batch_timeout
@@ -286,16 +386,20 @@ def download_images(urls: Iterable[str], dest: str | os.PathLike, *, max_pics: i
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     allow = list(allow_hosts)
+    stop = cancelled or (lambda: False)
     lock = threading.Lock()
     results: list[Path | str | None] = [None] * len(todo)
     done = [0]
 
     def one(i: int, url: str) -> None:
         try:
+            if stop():
+                raise FetchFailed("Not tried: the download was cancelled.")
             left = batch_deadline - time.monotonic()
             if left <= 0:
                 raise FetchFailed(f"Not tried: the list's time limit of {batch_timeout:g} s was reached.")
-            data = fetch(url, timeout=min(timeout, left), max_bytes=max_bytes, allow_hosts=allow)
+            data = fetch(url, timeout=min(timeout, left), max_bytes=max_bytes, allow_hosts=allow,
+                         cancelled=stop)
             load_image(data, max_bytes=max_bytes)
             results[i] = _save(data, dest, lock)
         except (URLRefused, FetchFailed, ImageError) as exc:
@@ -312,7 +416,7 @@ def download_images(urls: Iterable[str], dest: str | os.PathLike, *, max_pics: i
         with ThreadPoolExecutor(max_workers=max(1, min(int(workers), len(todo))),
                                 thread_name_prefix="dllab-download") as pool:
             list(pool.map(one, range(len(todo)), todo))
-    report = DownloadReport(seconds=time.monotonic() - start)
+    report = DownloadReport(seconds=time.monotonic() - start, cancelled=bool(todo) and stop())
     for url, result in zip(todo, results):
         if isinstance(result, Path):
             report.saved.append(result)

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,13 +32,15 @@ import numpy as np
 from engine.fsutil import atomic_dir
 from engine.paths import data_dir
 
-RUN_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{22}")   # always used with fullmatch (no "\n" after it)
 OWNER_TEXT = re.compile(r"[\x21-\x7e]{0,256}")   # what an owner token may look like in run.json
 MAX_JSON_BYTES = 64 * 1024 * 1024   # a run's largest file (items.json of 100k images) is a few MB
 #: What reading a damaged or hostile run file may raise; each becomes a RunError sentence (or, in
 #: list_runs, a skipped run) — deep nesting makes json raise RecursionError, 1e999 counts overflow.
 DAMAGE = (OSError, ValueError, KeyError, TypeError, ArithmeticError, RecursionError)
 STATUSES = ("done", "cancelled")
+BACKENDS = ("in-process", "ray")                 # where a run was trained (engine.jobs)
+HOST_TEXT = re.compile(r"[A-Za-z0-9._-]{0,253}")  # a host name as run.json may hold it
 METRIC_NAMES = ("error_rate", "accuracy", "valid_loss", "train_loss")
 
 
@@ -65,6 +68,9 @@ class RunInfo:
     classes: list[str]
     metrics: dict[str, float]       # error_rate, accuracy, valid_loss, train_loss (NaN when unknown)
     epochs: int                     # epochs finished (all stages)
+    backend: str = "in-process"     # where it trained: "in-process" (the server) or "ray" (a worker)
+    host: str = ""                  # host name of the process that trained it ("" in older runs)
+    pid: int = 0                    # ... and its process id (0 in older runs)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunInfo":
@@ -83,12 +89,16 @@ class RunInfo:
         if not math.isfinite(created) or isinstance(epochs, bool) or not isinstance(epochs, int) \
                 or not 0 <= epochs <= 1_000_000:
             raise ValueError("created or epochs is out of range")
+        backend, host, pid = d.get("backend", "in-process"), d.get("host", ""), d.get("pid", 0)
+        if backend not in BACKENDS or not isinstance(host, str) or not HOST_TEXT.fullmatch(host) \
+                or isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 2**32:
+            raise ValueError("backend, host or pid is not what a run records")
         return cls(id=str(d["id"]), owner=owner, created=created,
                    status=str(d.get("status", "done")), arch=str(d.get("arch", "")),
                    data=str(d.get("data", "")), classes=[str(c) for c in classes],
                    metrics={str(k): float(v) if v is not None else math.nan
                             for k, v in metrics.items()},
-                   epochs=epochs)
+                   epochs=epochs, backend=backend, host=host, pid=pid)
 
 
 @dataclass
@@ -220,8 +230,10 @@ def _metrics(learner: Any, preds: Any) -> dict[str, float]:
 
 
 def save_run(learner: Any, *, owner: str, data_name: str, settings: dict, history: dict,
-             status: str, run_id: str | None = None) -> RunInfo:
+             status: str, run_id: str | None = None, backend: str = "in-process",
+             host: str | None = None, pid: int | None = None) -> RunInfo:
     """Save the learner's model, validation predictions, history and settings as a new run.
+    backend, host and pid say where it trained (default: in this process).
 
     Everything is written into a temporary folder inside runs_dir() that is renamed into place at
     the end, so a run folder is either complete or absent. Metrics are measured on the model as
@@ -232,7 +244,7 @@ def save_run(learner: Any, *, owner: str, data_name: str, settings: dict, histor
     if not owner:
         raise RunError("A run needs an owner token.")
     run_id = run_id or new_run_id()
-    if not RUN_ID.match(run_id):
+    if not RUN_ID.fullmatch(run_id):
         raise RunError("A run id must be 22 URL-safe characters.")
     root = runs_dir()
     dest = root / run_id
@@ -249,7 +261,11 @@ def save_run(learner: Any, *, owner: str, data_name: str, settings: dict, histor
     info = RunInfo(id=run_id, owner=owner, created=time.time(), status=status,
                    arch=str(getattr(learner.model, "arch", settings.get("arch", ""))),
                    data=str(data_name), classes=classes, metrics=_metrics(learner, preds),
-                   epochs=len(getattr(learner, "history", []) or []))
+                   epochs=len(getattr(learner, "history", []) or []),
+                   backend=backend if backend in BACKENDS else "in-process",
+                   host=re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname() if host is None
+                               else str(host))[:253],
+                   pid=os.getpid() if pid is None else int(pid))
     # Written into a hidden .<id>.part-… folder and renamed: list_runs never sees half a run.
     with atomic_dir(dest, existing="error") as tmp:
         learner.save(tmp / "model.safetensors", settings=settings, run_id=run_id)
@@ -270,7 +286,7 @@ def _run_folder(run_id: Any) -> Path:
     """The folder of run_id, refusing anything that is not a well-formed id inside runs_dir()."""
     # The id is checked before any path is made from it: "../x", "%2e%2e/x", "/etc", "a/b" never
     # match 22 characters of [A-Za-z0-9_-].
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise RunError("This is not a valid run id; a run link ends in ?run= and 22 letters, "
                        "digits, - or _.")
     root = runs_dir().resolve()
@@ -330,7 +346,7 @@ def list_runs(owner: str | None = None) -> list[RunInfo]:
     out = []
     root = runs_dir()
     for child in root.iterdir():
-        if not RUN_ID.match(child.name) or not child.is_dir() or child.is_symlink():
+        if not RUN_ID.fullmatch(child.name) or not child.is_dir() or child.is_symlink():
             continue   # temporary .part folders and anything foreign
         try:
             info = _read_info(child)

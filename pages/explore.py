@@ -15,6 +15,7 @@ from engine.demo import make_demo_run
 from engine.runs import Run, RunError, RunInfo, list_runs, load_run, read_info
 from ui import state
 from ui import urlstate
+from ui import explore_inside
 from ui.explore_cleaner import clean_section
 from ui.explore_common import ENGINE_ERRORS
 from ui.explore_export import export_section
@@ -24,7 +25,8 @@ from ui.nav import ensure_app_navigation
 
 PAGE = "explore"
 WIDGETS = [state.E_CM_MODE, state.E_MIN_VAL, state.E_K, state.E_ORDER, state.E_CAM_ALPHA, state.E_CMAP, state.E_CLEAN_SPLIT,
-           state.E_CLEAN_CLASS, state.E_CLEAN_N, state.E_PRED_SOURCE, state.E_PRED_ITEM, state.E_RUN]
+           state.E_CLEAN_CLASS, state.E_CLEAN_N, state.E_PRED_SOURCE, state.E_PRED_ITEM, state.E_RUN,
+           *explore_inside.WIDGETS]
 
 
 def init_state() -> None:
@@ -38,10 +40,14 @@ def init_state() -> None:
     state.restore(state.E_CLEAN_SPLIT, "valid")
     state.restore(state.E_CLEAN_N, 12)
     state.restore(state.E_PRED_SOURCE, "valid")
+    explore_inside.init_state()
     for key in (state.E_DECISIONS, state.E_JOURNAL, state.E_TRAIN_LOSSES, state.E_CAMS):
         st.session_state.setdefault(key, {})
     if not st.session_state.get(state.E_URL_LOADED):
         st.session_state[state.E_URL_LOADED] = True
+        # The link's other rows (the Inside tab's); its run is checked below before it is used.
+        for problem in urlstate.load(PAGE, {k: v for k, v in st.query_params.items() if k != "run"}):
+            st.warning(problem)
         run_id = st.query_params.get("run")
         if run_id:
             try:
@@ -126,10 +132,10 @@ def main() -> None:
                 "it, but not change its data.")
     state.remember(WIDGETS)
     urlstate.sync(PAGE)
-    tabs = st.tabs(["Mistakes", "Top losses", "Clean", "Predict", "Export"])
+    tabs = st.tabs(["Mistakes", "Top losses", "Clean", "Predict", "Inside", "Export"])
     sections = [lambda: mistakes(run), lambda: top_losses_section(run),
                 lambda: clean_section(run, owner, read_only), lambda: predict_section(run),
-                lambda: export_section(run)]
+                lambda: explore_inside.inside_section(run), lambda: export_section(run)]
     for tab, draw in zip(tabs, sections):
         with tab:
             try:

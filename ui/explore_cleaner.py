@@ -12,6 +12,7 @@ from engine import cleaner, interpret
 from engine.runs import Run, owns_data
 from ui import state
 from ui.explore_common import ENGINE_ERRORS, GRID, THUMB, checkpoint, md, thumb
+from ui.explore_mistakes import no_validation
 
 TRAIN_CAP = 300             # most training images of one class scored for the cleaner
 Row = tuple[str, float, int]   # (path, loss, predicted class)
@@ -88,15 +89,22 @@ def _decision_grid(run: Run, rows: list[Row], cls_name: str, n_show: int, read_o
 def _apply(run: Run, root: Path, owner: str, pending: dict[str, str]) -> None:
     try:
         journal = cleaner.apply_decisions(root, pending, classes=run.classes, owner=owner,
-                                          run_owner=run.info.owner, run_id=run.info.id)
+                                          run_owner=run.info.owner, run_id=run.info.id,
+                                          skip_vanished=True)
     except cleaner.CleanError as exc:
         st.session_state[state.E_CLEAN_MSG] = ("error", str(exc))
     else:
-        st.session_state[state.E_JOURNAL][run.info.id] = journal.id
+        # Every choice is settled now, stale ones included (engine.cleaner left out the files
+        # that had gone and says so), so none of them can block a later Apply.
         _forget_choices(run)
-        st.session_state[state.E_CLEAN_MSG] = ("success", f"Applied: {journal.summary()} Deleted "
-                                           "files are in a quarantine folder; Undo brings every "
-                                           "file back.")
+        if journal.moves:   # a journal that moved nothing is not saved, so there is no Undo
+            st.session_state[state.E_JOURNAL][run.info.id] = journal.id
+            st.session_state[state.E_CLEAN_MSG] = ("success", f"Applied: {journal.summary()} "
+                                                   "Deleted files are in a quarantine folder; "
+                                                   "Undo brings every file back.")
+        else:
+            st.session_state[state.E_CLEAN_MSG] = ("info", f"Nothing was moved: "
+                                                   f"{journal.summary()}")
     st.rerun()
 
 
@@ -133,6 +141,8 @@ def clean_section(run: Run, owner: str, read_only: bool) -> None:
     if read_only:
         st.info("This run was shared with you, so its data cannot be changed here. You can still "
                 "look at its images below.")
+    if no_validation(run):   # no item to find the data folder from, and nothing scored
+        return
     try:
         root = cleaner.data_root([p for p, _ in run.items])
     except cleaner.CleanError as exc:
@@ -145,7 +155,7 @@ def clean_section(run: Run, owner: str, read_only: bool) -> None:
                 "the Train page (or make a demo run) to clean it.")
     msg = st.session_state.pop(state.E_CLEAN_MSG, None)
     if msg:
-        (st.success if msg[0] == "success" else st.error)(msg[1])
+        {"success": st.success, "info": st.info}.get(msg[0], st.error)(msg[1])
     c = st.columns([1, 2, 1])
     split = c[0].radio("Side", ["valid", "train"], key=state.E_CLEAN_SPLIT, horizontal=True,
                        format_func={"valid": "validation", "train": "training"}.get)

@@ -8,10 +8,22 @@ import streamlit as st
 from engine import interpret
 from engine.runs import Run
 from ui import state
-from ui.explore_common import grid, md
+from ui.explore_common import GRID, grid, md, tile
 from ui.explore_figs import cm_figure
 
 CELL_IMAGES = 24            # most images shown for one clicked cell
+NO_VALIDATION = ("This run has no validation set: every class had a single image, so none was "
+                 "held out, and there is no accuracy to measure and no mistake to show. Add "
+                 "images on the Train page so that each class has at least two, and train again. "
+                 "The Predict tab still takes an uploaded photo.")
+
+
+def no_validation(run: Run) -> bool:
+    """Say so, instead of NaN figures, when the run had no validation images."""
+    if len(run.items):
+        return False
+    st.info(NO_VALIDATION)
+    return True
 
 
 def _on_cm_click() -> None:
@@ -22,6 +34,8 @@ def _on_cm_click() -> None:
 
 def mistakes(run: Run) -> None:
     """Headline numbers, the confusion matrix, most confused pairs and per-class scores."""
+    if no_validation(run):
+        return
     n = len(run.classes)
     cm = interpret.confusion_matrix(run.targets, run.preds, n)
     acc = float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan")
@@ -89,6 +103,12 @@ def top_losses_section(run: Run) -> None:
     st.write("The images with the largest loss are those the model was most confidently wrong "
              "about, or least sure of. They are often mislabelled pictures rather than model "
              "mistakes — that is what the cleaner is for.")
+    st.caption("Under each image: p(actual), the probability the model gave the class the image "
+               "really belongs to, and the loss worked out from it, −ln p(actual). A sure right "
+               "answer has p near 1 and a loss near 0; the smaller p, the larger the loss — check "
+               "it on a calculator.")
+    if no_validation(run):
+        return
     c = st.columns(4)
     n = len(run.losses)
     if state.get(state.E_K, 8) > max(n, 1):
@@ -103,4 +123,21 @@ def top_losses_section(run: Run) -> None:
                "map of the last convolutional layer matters; their weighted sum shows where in the "
                "picture the evidence was found (bright = strong).")
     _, order = interpret.top_losses(run.losses, k, largest=state.get(state.E_ORDER) == "largest")
-    grid(run, order, cam_toggle=True)
+    loss_grid(run, order)
+
+
+def loss_caption(p_actual: float) -> str:
+    """p(actual) and the loss computed from it, as a tile shows them."""
+    return (f"p(actual) = {p_actual:.4g} → loss = −ln {p_actual:.4g} = "
+            f"{interpret.loss_from_prob(p_actual):.3f}")
+
+
+def loss_grid(run: Run, indices: np.ndarray) -> None:
+    """Top-loss tiles, GRID to a row, each with p(actual) and −ln p(actual) under it."""
+    p_actual = interpret.actual_probs(run.probs, run.targets)
+    for start in range(0, len(indices), GRID):
+        cols = st.columns(GRID)
+        for col, i in zip(cols, indices[start:start + GRID]):
+            with col:
+                tile(run, int(i), cam_toggle=True)
+                st.caption(loss_caption(float(p_actual[int(i)])))

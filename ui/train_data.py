@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from engine.coach import validation_note
 from engine.data import DataError
+from engine.data.files import server_folder, server_folders
 from engine.data.summary import class_counts, preview_batch
 from engine.events import DataSet, DownloadResult
 from engine.jobs import DONE, Job
-from engine.jobs.download_jobs import pets_job, urls_job
+from engine.jobs.download_jobs import ClassList, class_lists, pets_job, urls_job
 from engine.paths import data_dir, session_dir
 from engine.settings import RunSettings
 from ui import state, train_figs
@@ -137,6 +139,9 @@ def data_section(panel: JobPanel, job: Job | None) -> DataSet | None:
                    + (" (the folder's own valid/ split)." if counts["has_valid_folder"] else
                       f" — each class holds out {float(state.get(state.T_VALID_PCT)):.0%}, chosen by "
                       "the seed."))
+        note = validation_note(counts["classes"], counts["valid"])
+        if note is not None:   # said before training, not read later from NaN metrics
+            (st.warning if note.level == "warning" else st.info)(f"**{note.title}.** {note.text}")
     with right:
         verify_panel(ds)
     show_batch(ds)
@@ -238,22 +243,28 @@ def urls_source(panel: JobPanel, job: Job | None) -> None:
                "becomes the folder name. Downloads check every address and skip files that are "
                "not images.")
     n = st.number_input("Classes", 2, 6, 2, key=state.T_URL_N)
-    lists: dict[str, list[str]] = {}
+    # Every list is kept with where it came from: a class given twice (typed and uploaded) or
+    # two names that become one folder are reported by class_lists, never merged or overwritten.
+    entries: list[ClassList] = []
     for i, col in enumerate(st.columns(int(n))):
         name = col.text_input("Class name", key=state.T_URL_NAME.format(i),
                               value=URL_CLASS_NAMES[i])
         text = col.text_area("URLs, one per line", key=state.T_URL_TEXT.format(i), height=120)
-        lists[name.strip()] = [u.strip() for u in text.splitlines() if u.strip()]
+        entries.append((name, text.splitlines(), f"class {i + 1}"))
     files = st.file_uploader("…or upload text files named after their class (urls_teddy.txt)",
                              type=["txt"], accept_multiple_files=True, key=state.T_URL_FILES)
     for f in files or []:
-        lists[class_name_from_url_file(f.name)] = [
-            u.strip() for u in f.getvalue().decode("utf-8", "replace").splitlines() if u.strip()]
+        entries.append((class_name_from_url_file(f.name),
+                        f.getvalue().decode("utf-8", "replace").splitlines(), f.name))
+    st.caption("Each download makes a new data set of exactly these classes (the previous one "
+               "is replaced when it finishes).")
     if st.button("Download the images", key=state.T_URL_DL, disabled=panel.busy(job)):
-        lists = {k: v for k, v in lists.items() if k and v}
-        if len(lists) < 2:
-            st.session_state[state.T_DATA_ERROR] = ("Give at least two classes, each with a name "
-                                                    "and URLs.")
+        try:
+            lists = class_lists(entries)
+            if len(lists) < 2:
+                raise DataError("Give at least two classes, each with a name and URLs.")
+        except DataError as exc:
+            st.session_state[state.T_DATA_ERROR] = str(exc)
         else:
             st.session_state.pop(state.T_DATA_ERROR, None)
             st.session_state.pop(state.T_DL_REPORT, None)
@@ -268,14 +279,20 @@ def urls_source(panel: JobPanel, job: Job | None) -> None:
 def folder_source() -> None:
     root = data_dir() / "folders"
     root.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = server_folders(root)     # real folders only: a link could lead anywhere on the server
     if not names:
         st.info(f"No folders yet: put a data set (one sub-folder per class) under {root} on the "
                 "server, then reload.")
         st.session_state.pop(state.T_DATASET, None)
         return
     name = st.selectbox("Folder", names, key=state.T_FOLDER)
-    st.session_state[state.T_DATASET] = {"folder": str(root / name), "name": name, "flip": True,
+    try:
+        folder = server_folder(root, name)   # checked again as it is used
+    except DataError as exc:
+        st.error(str(exc))
+        st.session_state.pop(state.T_DATASET, None)
+        return
+    st.session_state[state.T_DATASET] = {"folder": str(folder), "name": name, "flip": True,
                                      "writable": False}
 
 

@@ -2,12 +2,17 @@
 once).
 
 Both are built through a temporary folder renamed into place, so a crash leaves no half set.
+The Pet download stops within about WATCH_S seconds of a cancel request, whatever the server does.
 """
 from __future__ import annotations
 
+import http.client
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -69,10 +74,89 @@ def _pets_resources() -> list[tuple[str, str]]:
     return [(url, md5) for url, md5 in OxfordIIITPet._RESOURCES]
 
 
-def _download_pets(base: Path, progress: Progress | None) -> None:
-    import urllib.request
+#: check() raises (engine.jobs.JobCancelled) once the work should stop; called often.
+Check = Callable[[], None]
+WATCH_S = 0.2            # seconds between looks at the cancel request while the network is slow
+STALL_S = 60.0           # seconds a read may wait for the server before the download fails
 
-    from torchvision.datasets.utils import check_integrity, extract_archive
+
+def _no_check() -> None:
+    return None
+
+
+class _Reader(threading.Thread):
+    """Opens a URL and reads its body in chunks (whatever has arrived, up to 64 KiB) onto a
+    bounded queue, on its own thread, so the thread that writes the file can look at a cancel
+    request however long a connect or a read blocks. Once `stop` is set it hands nothing more
+    over and ends when its read returns (the socket timeout bounds that)."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True, name="dllab-pets-reader")
+        self.url = url
+        self.out: queue.Queue = queue.Queue(maxsize=64)     # at most 4 MiB waiting
+        self.stop = threading.Event()
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=WATCH_S)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        import urllib.request
+        try:
+            with urllib.request.urlopen(self.url, timeout=STALL_S) as resp:
+                self._put(("length", int(resp.headers.get("Content-Length") or 0)))
+                while not self.stop.is_set():
+                    chunk = resp.read1(1 << 16)
+                    self._put(("data", chunk))
+                    if not chunk:
+                        return
+        except BaseException as exc:  # handed to the writing thread, which raises it
+            self._put(("error", exc))
+
+
+def _stream(url: str, out: BinaryIO, check: Check, on_data: Callable[[int, int], None]) -> None:
+    """Write url's body to out, calling check() at least every WATCH_S seconds and
+    on_data(bytes so far, Content-Length or 0) after each chunk."""
+    reader = _Reader(url)
+    reader.start()
+    length, done = 0, 0
+    try:
+        while True:
+            check()
+            try:
+                kind, value = reader.out.get(timeout=WATCH_S)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise value
+            if kind == "length":
+                length = value
+                continue
+            if not value:
+                return
+            out.write(value)
+            done += len(value)
+            on_data(done, length)
+    finally:
+        reader.stop.set()
+
+
+def _extract(archive: Path, dest: Path, check: Check) -> None:
+    """Unpack a tar archive member by member (tarfile's "data" filter refuses members that would
+    land outside dest, as torchvision's extract_archive does), calling check() before each."""
+    import tarfile
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            check()
+            tar.extract(member, dest, filter="data")
+
+
+def _download_pets(base: Path, progress: Progress | None, check: Check = _no_check) -> None:
+    from torchvision.datasets.utils import check_integrity
 
     resources = _pets_resources()
     base.mkdir(parents=True, exist_ok=True)
@@ -88,19 +172,18 @@ def _download_pets(base: Path, progress: Progress | None) -> None:
                 # A fixed temporary name (`.<name>.part`): a download cut off by a killed process
                 # is overwritten by the next try instead of leaving 800 MB behind. The checksum
                 # below is the integrity check, so no fsync.
-                with atomic_file(archive, fsync=False, unique=False) as out, \
-                        urllib.request.urlopen(url, timeout=60) as resp:
-                    length = int(resp.headers.get("Content-Length") or 0) or PETS_FILES.get(name, 0)
-                    done = 0
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            share = min(done / length, 1.0) if length else 0.0
-                            progress(min(before + weights[k] * share, 1.0),
-                                     f"Downloading {name}: {done / 1e6:,.1f} of "
-                                     f"{length / 1e6:,.1f} MB")
-            except OSError as exc:
+                def on_data(done: int, length: int, name: str = name, before: float = before,
+                            weight: float = weights[k]) -> None:
+                    length = length or PETS_FILES.get(name, 0)
+                    if progress is not None:
+                        share = min(done / length, 1.0) if length else 0.0
+                        progress(min(before + weight * share, 1.0),
+                                 f"Downloading {name}: {done / 1e6:,.1f} of "
+                                 f"{length / 1e6:,.1f} MB")
+
+                with atomic_file(archive, fsync=False, unique=False) as out:
+                    _stream(url, out, check, on_data)
+            except (OSError, http.client.HTTPException) as exc:
                 raise DataError(f"Oxford-IIIT Pet could not be downloaded ({exc.__class__.__name__}); "
                                 f"check the internet connection or use the digits.") from None
             if not check_integrity(str(archive), md5):
@@ -108,13 +191,14 @@ def _download_pets(base: Path, progress: Progress | None) -> None:
                 raise DataError(f"The downloaded {name} is damaged (checksum mismatch); try again.")
         if progress is not None:
             progress(min(before + weights[k], 1.0), f"Unpacking {name}")
-        extract_archive(str(archive), str(base))
+        _extract(archive, base, check)
         archive.unlink()   # the unpacked copy is what is used; keep the disk use single
 
 
 def pets_folder(dest: str | os.PathLike | None = None, *, labels: str = "breeds",
                 root: str | os.PathLike | None = None, download: bool = True,
-                official_split: bool = False, progress: Progress | None = None) -> Path:
+                official_split: bool = False, progress: Progress | None = None,
+                check_cancelled: Check | None = None) -> Path:
     """Oxford-IIIT Pet as class folders: 37 breeds (`labels="breeds"`) or Cat/Dog ("species").
 
     Read through torchvision's OxfordIIITPet from `root` (default <data dir>/downloads, which holds
@@ -123,7 +207,11 @@ def pets_folder(dest: str | os.PathLike | None = None, *, labels: str = "breeds"
     are hard-linked (copied where links are impossible) into `dest` (default <data dir>/pets-<labels>)
     as `<class>/<file>.jpg`; with `official_split`, torchvision's trainval/test become train/ and
     valid/. Built through a temporary folder; an existing dest is returned as it is.
+    `check_cancelled()` is called at least every WATCH_S seconds while downloading and before each
+    file while unpacking and linking; what it raises (engine.jobs.JobCancelled) ends the call,
+    leaving no half-written archive or set behind.
     """
+    check = check_cancelled or _no_check
     if labels not in PETS_LABELS:
         raise DataError(f"Unknown pet labels {labels!r}; choose one of: {', '.join(PETS_LABELS)}.")
     dest = Path(dest) if dest is not None else data_dir() / f"pets-{labels}"
@@ -135,7 +223,7 @@ def pets_folder(dest: str | os.PathLike | None = None, *, labels: str = "breeds"
         if not download:
             raise DataError(f"There is no copy of Oxford-IIIT Pet in {root}; allow the download "
                             f"(about {PETS_DOWNLOAD_BYTES / 1e6:,.0f} MB) or use the digits.")
-        _download_pets(base, progress)
+        _download_pets(base, progress, check)
 
     from torchvision.datasets import OxfordIIITPet
 
@@ -150,6 +238,7 @@ def pets_folder(dest: str | os.PathLike | None = None, *, labels: str = "breeds"
             # every photo just to learn its label.
             targets = ds._labels if labels == "breeds" else ds._bin_labels
             for src, target in zip(ds._images, targets):
+                check()
                 if not Path(src).is_file():
                     continue   # listed but absent: a handful are missing from some mirrors
                 # Breed names as torchvision spells them ("American Bulldog"), taken from the file

@@ -151,3 +151,93 @@ def test_nothing_to_do_writes_no_journal(data):
 def test_an_odd_owner_is_refused_in_a_sentence_not_a_type_error(owner, run_owner):
     with pytest.raises(cleaner.CleanError, match="shared with you"):
         cleaner._check_owner(owner, run_owner)
+
+
+# Issue 18, defect 9: a choice made for a file that has gone since -----------------------------
+
+
+def _gone_by_deletion(path: Path) -> None:
+    path.unlink()
+
+
+def _gone_to_another_class(path: Path) -> None:
+    path.rename(path.parent.parent / "square" / f"moved-{path.name}")
+
+
+def _replaced_by_a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _replaced_by_a_link(path: Path) -> None:
+    target = path.with_name("elsewhere.bin")
+    path.rename(target)
+    path.symlink_to(target)
+
+
+def _replaced_by_a_fifo(path: Path) -> None:
+    import os
+    path.unlink()
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("vanish", [_gone_by_deletion, _gone_to_another_class,
+                                    _replaced_by_a_folder, _replaced_by_a_link,
+                                    _replaced_by_a_fifo], ids=lambda f: f.__name__[1:])
+def test_a_stale_choice_is_left_out_and_never_blocks_the_others(data, vanish):
+    """The page applies with skip_vanished: the others are carried out, the stale one is named
+    in the journal and its summary, undo puts back exactly what moved, and a later apply works."""
+    stale = data / "circle" / "0.png"
+    vanish(stale)
+    before = snapshot(data)
+    decisions = {"circle/0.png": cleaner.DELETE, "circle/1.png": cleaner.relabel("triangle"),
+                 "square/0.png": cleaner.DELETE}
+    strict = pytest.raises(cleaner.CleanError, match="no longer where the run saw it")
+    with strict:
+        apply(data, decisions)                                        # the API stays strict ...
+    assert snapshot(data) == before
+    j = cleaner.apply_decisions(data, {str(data / k): v for k, v in decisions.items()},
+                                classes=["circle", "square", "triangle"], owner=OWNER,
+                                run_owner=OWNER, skip_vanished=True)  # ... the page's call skips
+    assert j.skipped == [str(stale)] and (j.n_deleted, j.n_relabelled) == (1, 1)
+    assert "1 chosen image was no longer there" in j.summary()
+    assert cleaner.load_journal(j.id).skipped == [str(stale)]
+    assert "circle/1.png" not in snapshot(data) and "square/0.png" not in snapshot(data)
+    cleaner.undo(j.id, owner=OWNER)
+    assert snapshot(data) == before
+    again = cleaner.apply_decisions(data, {str(data / "square/1.png"): cleaner.DELETE},
+                                    classes=["circle", "square", "triangle"], owner=OWNER,
+                                    run_owner=OWNER, skip_vanished=True)
+    assert again.n_deleted == 1 and again.skipped == []
+
+
+def test_only_stale_choices_move_nothing_and_write_no_journal(data):
+    for name in ("0.png", "1.png"):
+        (data / "circle" / name).unlink()
+    j = cleaner.apply_decisions(data, {str(data / "circle/0.png"): cleaner.DELETE,
+                                       str(data / "circle/1.png"): cleaner.relabel("square")},
+                                classes=["circle", "square", "triangle"], owner=OWNER,
+                                run_owner=OWNER, skip_vanished=True)
+    assert j.moves == [] and len(j.skipped) == 2 and "2 chosen images were no longer there" in \
+        j.summary()
+    assert not list(cleaner.journals_dir().glob("*.json"))
+
+
+def test_an_old_journal_without_skipped_still_loads_and_undoes(data):
+    import json
+    j = apply(data, {"circle/0.png": cleaner.DELETE})
+    path = cleaner.journals_dir() / f"{j.id}.json"
+    raw = json.loads(path.read_text())
+    del raw["skipped"]
+    path.write_text(json.dumps(raw))
+    assert cleaner.load_journal(j.id).skipped == []
+    cleaner.undo(j.id, owner=OWNER)
+    assert (data / "circle" / "0.png").exists()
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\x00", " ", "\n\n"], ids=repr)
+def test_a_journal_id_with_anything_after_it_is_refused(data, suffix):
+    j = apply(data, {"circle/0.png": cleaner.DELETE})
+    assert cleaner.load_journal(j.id).id == j.id
+    with pytest.raises(cleaner.CleanError, match="not a valid cleaning journal id"):
+        cleaner.load_journal(j.id + suffix)

@@ -685,3 +685,85 @@ def test_augmenting_an_empty_batch_gives_an_empty_batch():
     x = torch.zeros(0, 3, 16, 16)
     out = data.batch_augment(DataConfig(size=16))(x)
     assert out.shape == (0, 3, 16, 16)
+
+
+# Issue 18, defect 9: files that are not plain files, links under data/folders ---------------------
+
+
+def _odd_entries(folder: Path, outside: Path) -> list[str]:
+    """Things named like images that are not plain files: a FIFO (opening it waits for ever for a
+    writer), a Unix socket, links to a file inside and outside the set and to /dev/zero (endless),
+    a dangling link, a folder named like an image. Returns their names."""
+    import socket as socket_module
+    os.mkfifo(folder / "fifo.png")
+    sock = socket_module.socket(socket_module.AF_UNIX)
+    try:
+        sock.bind(str(folder / "sock.png"))
+    finally:
+        sock.close()
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.png").write_bytes(_png((1, 2, 3)))
+    (folder / "link-out.png").symlink_to(outside / "secret.png")
+    (folder / "link-in.png").symlink_to(folder / "img000.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "dangling.png").symlink_to(folder / "nothing-here.png")
+    (folder / "dir.png").mkdir()
+    return ["fifo.png", "sock.png", "link-out.png", "link-in.png", "zero.png", "dangling.png",
+            "dir.png"]
+
+
+def _in_thread(fn, timeout: float = 30.0):
+    """fn() on a daemon thread, failing the test (instead of hanging it) if fn blocks."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked (a FIFO opened as an image waits for ever)"
+    return out[0]
+
+
+def test_only_plain_files_count_as_images(tmp_path):
+    root = _make_classes(tmp_path / "set", {"cat": 3, "dog": 3})
+    odd = _odd_entries(root / "cat", tmp_path / "outside")
+    names = [p.name for p in data.files.image_files(root / "cat")]
+    assert names == ["img000.png", "img001.png", "img002.png"]
+    assert not set(odd) & set(names)
+    assert [data.files.is_regular_file(root / "cat" / n) for n in odd] == [False] * len(odd)
+    items = _in_thread(lambda: data.load_items(root))
+    assert len(items.train) + len(items.valid) == 6
+    assert _in_thread(lambda: data.verify_images(root)) == []       # nothing odd was opened
+    from engine.data.summary import class_counts
+    counts = _in_thread(lambda: class_counts(root))
+    assert sum(counts["train"]) + sum(counts["valid"]) == 6
+    assert (root / "cat" / "fifo.png").exists()                     # nothing odd was moved either
+    _in_thread(lambda: data.verify_images(root, delete=True))
+    assert sorted(p.name for p in (root / "cat").iterdir()) == sorted(odd + names)
+
+
+def test_a_fifo_among_training_files_is_not_scored_by_the_cleaner(tmp_path):
+    from engine import cleaner
+    root = _make_classes(tmp_path / "set", {"cat": 3, "dog": 3})
+    _odd_entries(root / "cat", tmp_path / "outside")
+    files = _in_thread(lambda: cleaner.training_files(root, "cat"))
+    assert [Path(f).name for f in files] == ["img000.png", "img001.png", "img002.png"]
+
+
+def test_server_folders_lists_real_folders_only(tmp_path):
+    from engine.data.files import server_folder, server_folders
+    root = tmp_path / "appdata" / "folders"
+    _make_classes(root / "bears", {"grizzly": 2, "teddy": 2})
+    _make_classes(tmp_path / "elsewhere" / "secret", {"a": 2, "b": 2})
+    (root / "escape").symlink_to(tmp_path / "elsewhere" / "secret")       # outside the data dir
+    (root / "inside").symlink_to(root / "bears")                          # a link, even inside
+    (root / "etc").symlink_to("/etc")
+    (root / "dangling").symlink_to(tmp_path / "gone")
+    (root / ".hidden").mkdir()
+    (root / "notes.txt").write_text("a file, not a set")
+    os.mkfifo(root / "pipe")
+    assert server_folders(root) == ["bears"]
+    assert server_folder(root, "bears") == root / "bears"
+    for name in ("escape", "inside", "etc", "dangling", ".hidden", "notes.txt", "pipe", "../..",
+                 "bears/../escape", "/etc", "", "missing"):
+        with pytest.raises(DataError, match="no data set folder named"):
+            server_folder(root, name)
+    assert server_folders(tmp_path / "no-such-folder") == []

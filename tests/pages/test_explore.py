@@ -100,7 +100,7 @@ def test_opens_the_sessions_latest_run_with_all_sections(env):
     at = app()
     assert at.selectbox(key=state.E_RUN).value == run_id
     assert at.query_params["run"] in (run_id, [run_id])
-    assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Export"]
+    assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Inside", "Export"]
     assert {m.label for m in at.metric} >= {"Accuracy", "Error rate = 1 − accuracy"}
     assert not at.error
     shown = texts(at)
@@ -267,3 +267,91 @@ def test_a_tampered_run_is_one_sentence_and_other_runs_still_open(own_store):
     assert "predicted in" in texts(at)
     at = app(owner="ünïcødé-öwner")                            # even that token lists nothing bad
     assert not at.error
+
+
+def _all_text(at: AppTest) -> str:
+    """Every visible string, widget labels and options included."""
+    parts = [texts(at)] + [w.value for w in at.warning] + [s.value for s in at.success]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    for box in at.selectbox:
+        parts += [box.label] + [str(o) for o in box.options]
+    return "\n".join(parts)
+
+
+def test_a_run_without_a_validation_set_says_so_instead_of_nan(tmp_path, monkeypatch):
+    """Defect 5: a run trained on one image per class has no validation set; the Explorer said
+    "Accuracy nan%" (and "error rate nan%" in the run list). It now says there is no validation
+    set, in every tab that would have shown NaN, and still predicts an upload."""
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    run_id, _ = make_fake_run(tmp_path, per_class=1)
+    at = app()
+    shown = _all_text(at)
+    assert "nan" not in shown.lower(), [line for line in shown.splitlines() if "nan" in line.lower()]
+    assert " · no validation set · " in at.selectbox(key=state.E_RUN).options[0]
+    infos = [i.value for i in at.info if "no validation set" in i.value]
+    assert len(infos) == 3          # Mistakes, Top losses, Clean
+    assert not at.error and not at.metric
+    at.radio(key=state.E_PRED_SOURCE).set_value("upload").run()
+    at.file_uploader(key=state.E_UPLOAD).set_value(("photo.png", _strip_png((20, 20)),
+                                                    "image/png")).run()
+    assert not at.exception and "predicted in" in texts(at)
+
+
+def test_export_of_a_run_without_its_model_says_why(own_store):
+    """Defect 9: a run whose model file is missing offered a "0.0 MB" download that did nothing;
+    now the tab says why and offers neither the download nor the serve commands. A damaged model
+    file is a sentence too."""
+    import shutil
+    run_id, root = own_store
+    for label, damage in (("missing", lambda p: p.unlink()),
+                          ("empty", lambda p: p.write_bytes(b"")),
+                          ("garbage", lambda p: p.write_bytes(b"\x08" + b"\0" * 7 + b"{}" * 8))):
+        new_id = _tampered_copy(root, run_id, "run.json", lambda t: t, owner=OWNER)
+        damage(root / new_id / "model.safetensors")
+        at = app(query={"run": new_id})
+        assert not at.exception, at.exception
+        assert at.selectbox(key=state.E_RUN).value == new_id
+        warnings = [w.value for w in at.warning if "model" in w.value]
+        assert len(warnings) == 1, (label, [w.value for w in at.warning])
+        if label == "missing":
+            assert "no model file" in warnings[0] and "nothing to download" in warnings[0]
+        else:
+            assert "cannot be exported" in warnings[0]
+        assert not at.get("download_button"), label
+        assert "0.0 MB" not in _all_text(at)
+        shutil.rmtree(root / new_id)
+    at = app(query={"run": run_id})                   # the intact run still offers its zip
+    buttons = at.get("download_button")
+    assert len(buttons) == 1 and "MB zip" in buttons[0].proto.label
+
+
+def test_a_stale_clean_choice_does_not_block_apply(tmp_path, monkeypatch):
+    """Defect 9: a choice made for a file that then vanished (another tab cleaned it, the Train
+    page quarantined it) made every later Apply fail until a reload. Apply now carries out the
+    other choices, says which were left out, and the next Apply works."""
+    monkeypatch.setenv("DLLAB_DATA", str(tmp_path))
+    run_id, folder = make_fake_run(tmp_path, per_class=10)
+    at = app()
+    boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
+    assert len(boxes) >= 2
+    boxes[0].select("delete").run()
+    boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
+    boxes[1].select("move:green").run()
+    chosen = dict(at.session_state[state.E_DECISIONS][run_id])
+    assert len(chosen) == 2
+    gone = next(p for p, d in chosen.items() if d == "delete")
+    Path(gone).unlink()                                   # another tab cleaned it meanwhile
+    at.button(key="explore.apply").click().run()
+    # (The Predict tab may say its validation image moved: that is the file removed here.)
+    assert not at.exception and not any("no longer where" in e.value for e in at.error)
+    done = [s.value for s in at.success]
+    assert done and "1 relabelled" in done[0] and "1 chosen image was no longer there" in done[0]
+    assert at.session_state[state.E_DECISIONS][run_id] == {}
+    at.selectbox(key=state.E_CLEAN_CLASS).set_value("blue").run()   # the first class is empty now
+    boxes = [s for s in at.selectbox if str(s.key).startswith("explore.dec.")]
+    boxes[0].select("delete").run()                        # the next Apply is not blocked
+    at.button(key="explore.apply").click().run()
+    assert not any("no longer where" in e.value for e in at.error)
+    assert "1 image moved to quarantine" in at.success[0].value
+    at.button(key="explore.undo").click().run()
+    assert "Undone" in at.success[0].value

@@ -271,3 +271,169 @@ def test_every_way_of_setting_the_learning_rate_rounds_it_once(at):
     app.run()
     assert not app.exception, app.exception
     assert app.number_input(key=state.T_LR).value == 0.000457
+
+
+# Issue 18 -------------------------------------------------------------------------------------
+
+
+def _one_image_per_class(root: Path, name: str = "u-one-each") -> Path:
+    """A set whose split holds out nothing: each class has a single image. Named to sort after
+    "tiny", so the other tests' default folder stays the same."""
+    for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        d = root / "folders" / name / cls
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((12, 12, 3), colour, np.uint8)).save(d / "only.png")
+    return root / "folders" / name
+
+
+def test_an_empty_validation_set_is_announced_before_training_and_not_diagnosed(at, data_root):
+    """Defect 5: with one image per class the page says, before training, that the validation set
+    is empty and what to do; after training the coach says the same instead of "learning rate too
+    high" (which it used to read from the NaN validation loss)."""
+    import shutil
+    folder = _one_image_per_class(data_root)
+    try:
+        use_tiny(at)
+        assert not any("validation set is empty" in w.value for w in at.warning)   # "tiny" is fine
+        at.selectbox(key=state.T_FOLDER).set_value(folder.name).run()
+        warnings = [w.value for w in at.warning if "validation set is empty" in w.value]
+        assert len(warnings) == 1 and "at least two images" in warnings[0]
+        assert any("0 validation images" in c.value for c in at.caption)
+        at.number_input(key=state.T_EPOCHS).set_value(1).run()
+        at.button(key="train.start").click().run()
+        wait_until(at, lambda a: (a.session_state[state.T_LAST_RESULT] or {}).get("kind") == "train"
+                   if state.T_LAST_RESULT in a.session_state else False)
+        notes = [m.value for m in list(at.success) + list(at.warning) + list(at.error)
+                 + list(at.info)]
+        assert any(n.startswith("**No validation set, so nothing to judge.**") for n in notes)
+        assert not any("Learning rate too" in n or "Looks healthy" in n for n in notes), notes
+        assert not at.exception
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("query, warned, size, bs", [
+    ({"size": "100", "bs": "100"}, {"size", "bs"}, 16, 64),
+    ({"size": "8", "bs": "1000"}, {"size", "bs"}, 16, 64),
+    ({"size": "64", "bs": "100"}, {"bs"}, 64, 64),
+    ({"size": "64", "bs": "32"}, set(), 64, 32),            # an old share link keeps working
+    ({"size": "224", "bs": "256"}, set(), 224, 256),
+])
+def test_a_link_size_the_widget_cannot_show_is_announced(query, warned, size, bs):
+    """Defect 9: /train?size=100&bs=100 silently became 16 and 8; now a value outside the
+    widget's choices is named in a warning and the page keeps its own value."""
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    for k, v in query.items():
+        app.query_params[k] = v
+    app.run()
+    assert not app.exception, app.exception
+    named = {w.value.split("“")[1].split("”")[0] for w in app.warning
+             if w.value.startswith("The link's value for")}
+    assert named == warned
+    assert (app.selectbox(key=state.T_SIZE).value, app.selectbox(key=state.T_BS).value) == (size, bs)
+
+
+def test_a_link_under_the_server_folders_is_not_offered(at, data_root, tmp_path):
+    """Defect 9: a symbolic link directly under data/folders/ could point anywhere on the server;
+    only real folders are offered."""
+    outside = tmp_path / "outside-the-data-dir"
+    for cls in ("a", "b"):
+        (outside / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside / cls / "x.png")
+    links = [data_root / "folders" / "u-escape", data_root / "folders" / "u-inside"]
+    links[0].symlink_to(outside)
+    links[1].symlink_to(data_root / "folders" / "tiny")
+    try:
+        at.radio(key=state.T_SOURCE).set_value("folder").run()
+        assert at.selectbox(key=state.T_FOLDER).options == ["tiny"]
+        assert str(outside) not in str(at.session_state[state.T_DATASET])
+    finally:
+        for link in links:
+            link.unlink()
+
+
+@pytest.mark.parametrize("names, words", [
+    (("teddy!", "teddy?"), "would both become the folder “teddy”"),
+    (("Grizzly", "grizzly"), "would both become the folder"),
+    (("teddy", "teddy "), "“teddy” is given twice"),
+])
+def test_url_lists_whose_names_clash_are_refused_before_downloading(at, names, words):
+    """Defect 7: names that differ only in punctuation or case, or the same class twice, used to
+    merge into one folder or overwrite each other; now the page says so and starts nothing."""
+    at.radio(key=state.T_SOURCE).set_value("urls").run()
+    for i, name in enumerate(names):
+        at.text_input(key=state.T_URL_NAME.format(i)).input(name)
+        at.text_area(key=state.T_URL_TEXT.format(i)).input(f"https://example.com/{i}.jpg")
+    at.run()
+    at.button(key=state.T_URL_DL).click().run()
+    assert not at.exception, at.exception
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    assert state.T_JOB not in at.session_state or not at.session_state[state.T_JOB]   # no job
+
+
+def test_a_typed_class_and_an_uploaded_list_of_the_same_class_are_reported(at):
+    at.radio(key=state.T_SOURCE).set_value("urls").run()
+    at.text_input(key=state.T_URL_NAME.format(0)).input("teddy")
+    at.text_area(key=state.T_URL_TEXT.format(0)).input("https://example.com/1.jpg")
+    at.text_input(key=state.T_URL_NAME.format(1)).input("grizzly")
+    at.text_area(key=state.T_URL_TEXT.format(1)).input("https://example.com/2.jpg")
+    at.run()
+    at.file_uploader(key=state.T_URL_FILES).set_value(
+        [("urls_teddy.txt", b"https://example.com/3.jpg\n", "text/plain")]).run()
+    at.button(key=state.T_URL_DL).click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("“teddy” is given twice (class 1 and urls_teddy.txt)" in e for e in errors), errors
+    assert state.T_JOB not in at.session_state or not at.session_state[state.T_JOB]   # no job
+
+
+def test_a_second_url_download_replaces_the_first_set(at, monkeypatch):
+    """Defect 7: a second download (teddy/grizzly after cats/dogs) made a four-class set in the
+    session's folder; each download now builds a fresh set of exactly its classes."""
+    import functools
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from engine import download
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            buf = io.BytesIO()
+            shade = sum(self.path.encode()) % 200
+            Image.fromarray(np.full((12, 12, 3), shade, np.uint8)).save(buf, "PNG")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(buf.getvalue())))
+            self.end_headers()
+            self.wfile.write(buf.getvalue())
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setattr(download, "download_images",
+                        functools.partial(download.download_images, allow_hosts=["127.0.0.1"]))
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        at.radio(key=state.T_SOURCE).set_value("urls").run()
+        for names in (("cats", "dogs"), ("teddy", "grizzly")):
+            for i, name in enumerate(names):
+                at.text_input(key=state.T_URL_NAME.format(i)).input(name)
+                at.text_area(key=state.T_URL_TEXT.format(i)).input(
+                    "\n".join(f"{base}/{name}/{k}.png" for k in range(3)))
+            at.run()
+            at.button(key=state.T_URL_DL).click().run()
+            wait_until(at, lambda a: a.session_state[state.T_DATASET] is not None
+                       and Path(a.session_state[state.T_DATASET]["folder"]).is_dir()
+                       and sorted(p.name for p in Path(a.session_state[state.T_DATASET]["folder"])
+                                  .iterdir()) == sorted(names)
+                       if state.T_DATASET in a.session_state else False, timeout=60)
+        folder = Path(at.session_state[state.T_DATASET]["folder"])
+        assert sorted(p.name for p in folder.iterdir()) == ["grizzly", "teddy"]
+        assert any("4 training and 2 validation images in 2 classes" in c.value
+                   for c in at.caption), [c.value for c in at.caption]
+        assert not at.error
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
