@@ -212,6 +212,17 @@ def _clock(created: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(created))
 
 
+NO_VALID = "no validation set"
+
+
+def _metric(metrics: dict, name: str, fmt: str) -> str:
+    """A run's metric as text; a run without validation images has NaN metrics, said in words."""
+    value = metrics.get(name, math.nan)
+    if value is None or not math.isfinite(float(value)):
+        return NO_VALID
+    return fmt.format(value)
+
+
 def runs_section() -> None:
     st.subheader("6 · Runs")
     runs = list_runs(state.owner_token())
@@ -222,12 +233,14 @@ def runs_section() -> None:
     table = {"when": [_clock(r.created) for r in runs],
              "data": [r.data for r in runs], "arch": [r.arch for r in runs],
              "epochs": [r.epochs for r in runs], "status": [r.status for r in runs],
-             "error_rate": [f"{r.metrics.get('error_rate', math.nan):.2%}" for r in runs],
-             "valid_loss": [f"{r.metrics.get('valid_loss', math.nan):.4f}" for r in runs],
+             "error_rate": [_metric(r.metrics, "error_rate", "{:.2%}") for r in runs],
+             "valid_loss": [_metric(r.metrics, "valid_loss", "{:.4f}") for r in runs],
              "id": [r.id for r in runs]}
     st.dataframe(table, hide_index=True, key=state.T_RUNS_TABLE)
-    labels = {r.id: f"{_clock(r.created)} · {r.data} · {r.arch} · error "
-                    f"{r.metrics.get('error_rate', math.nan):.2%} · {r.id[:6]}" for r in runs}
+    labels = {r.id: f"{_clock(r.created)} · {r.data} · {r.arch} · "
+                    + ("no validation set" if _metric(r.metrics, "error_rate", "") == NO_VALID
+                       else f"error {_metric(r.metrics, 'error_rate', '{:.2%}')}")
+                    + f" · {r.id[:6]}" for r in runs}
     pick = st.selectbox("Run", list(labels), key=state.T_RUN_PICK, format_func=labels.get)
     c1, c2 = st.columns([1, 3])
     if c1.button("Reload this run", key=state.T_RUN_RELOAD):

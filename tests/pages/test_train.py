@@ -437,3 +437,10 @@ def test_a_second_url_download_replaces_the_first_set(at, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_runs_without_a_validation_set_say_so_instead_of_nan():
+    from ui.train_run import NO_VALID, _metric
+    assert _metric({"error_rate": float("nan")}, "error_rate", "{:.2%}") == NO_VALID
+    assert _metric({}, "valid_loss", "{:.4f}") == NO_VALID
+    assert _metric({"error_rate": 0.025}, "error_rate", "{:.2%}") == "2.50%"
