@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+# The Inside view's API lives in engine.inside; these two names are part of engine.interpret's.
+from engine.inside import feature_maps, first_layer_kernels
+
 if TYPE_CHECKING:
     from engine.models import Checkpoint
 
@@ -113,6 +116,22 @@ def top_losses(losses: Sequence[float] | np.ndarray, k: int | None = None,
     # A stable sort on -loss (or +loss) keeps equal losses in their original order.
     order = np.argsort(-arr if largest else arr, kind="stable")[:k]
     return arr[order], order
+
+
+def actual_probs(probs: np.ndarray, targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(N,) the probability each item's *actual* class got: probs[i, targets[i]]."""
+    p = np.asarray(probs, np.float64)
+    t = np.asarray(targets, np.int64).ravel()
+    if p.ndim != 2 or len(p) != len(t):
+        raise InterpretError("probs must be (N, C) with one target per row.")
+    return p[np.arange(len(t)), t]
+
+
+def loss_from_prob(p: float | np.ndarray) -> float | np.ndarray:
+    """Cross-entropy of one item from the probability of its actual class: −ln p (p = 0 → inf)."""
+    with np.errstate(divide="ignore"):
+        out = -np.log(np.asarray(p, np.float64))
+    return float(out) if out.ndim == 0 else out
 
 
 # ------------------------------------------------------------------------------------- Grad-CAM
@@ -282,5 +301,6 @@ def predict_files(model: nn.Module, paths: Sequence[str], label: int, *, size: i
 
 
 __all__ = ["COLORMAPS", "InterpretError", "confusion_matrix", "row_normalise", "most_confused",
-           "ClassScores", "class_scores", "top_losses", "default_cam_layer", "grad_cam", "colorize",
+           "ClassScores", "class_scores", "top_losses", "actual_probs", "loss_from_prob",
+           "first_layer_kernels", "feature_maps", "default_cam_layer", "grad_cam", "colorize",
            "overlay", "CAM_SIDE", "cam_map", "cam_overlay", "predict_files"]

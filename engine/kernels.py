@@ -234,12 +234,21 @@ def _patch_with_border(image: np.ndarray, y: int, x: int, border: str) -> np.nda
     return image[mirror(rows, h)][:, mirror(cols, w)]
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^−x) as float32: every number squeezed into 0…1 (0 → 0.5), written so that a
+    large |x| never overflows."""
+    v = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Layer:
-    """One stage of a stack: a kernel, then optionally a ReLU."""
+    """One stage of a stack: a kernel, then optionally a ReLU or a sigmoid."""
 
     kernel: np.ndarray
     relu: bool = False
+    sigmoid: bool = False
 
 
 def apply_layers(image: np.ndarray, layers: Sequence[Layer], *, border: str = "zero") -> list[np.ndarray]:
@@ -248,6 +257,8 @@ def apply_layers(image: np.ndarray, layers: Sequence[Layer], *, border: str = "z
     current: np.ndarray = image
     for layer in layers:
         current = apply_kernel(current, layer.kernel, border=border, relu=layer.relu)
+        if layer.sigmoid:
+            current = sigmoid(current)
         maps.append(current)
     return maps
 

@@ -334,6 +334,26 @@ def quadratic_descent(lr: float, *, w0: float = -2.0, steps: int = 12,
     return ws, ws**2
 
 
+# From numbers to classes: softmax and cross-entropy ---------------------------------------------------
+
+def softmax(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Probabilities from raw scores: e^z_i / Σ_j e^z_j. The largest score is subtracted first
+    (the result is the same, and e^z cannot overflow)."""
+    z = np.asarray(scores, np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def cross_entropy(scores: Sequence[float] | np.ndarray, actual: int) -> float:
+    """The loss of one item whose real class is `actual`: −ln softmax(scores)[actual], computed as
+    log Σ e^z − z_actual so that a very unlikely class still gives a finite number."""
+    z = np.asarray(scores, np.float64)
+    if not 0 <= int(actual) < len(z):
+        raise SGDError(f"The actual class must be one of 0..{len(z) - 1}.")
+    top = float(z.max())
+    return float(top + math.log(float(np.exp(z - top).sum())) - z[int(actual)])
+
+
 # Which steps an animation shows, and the window around the path ------------------------------------
 
 def frame_steps(steps: int, last: int, max_frames: int = 200) -> np.ndarray:

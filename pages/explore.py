@@ -132,10 +132,10 @@ def main() -> None:
                 "it, but not change its data.")
     state.remember(WIDGETS)
     urlstate.sync(PAGE)
-    tabs = st.tabs(["Mistakes", "Top losses", "Clean", "Predict", "Inside", "Export"])
+    tabs = st.tabs(["Mistakes", "Top losses", "Clean", "Predict", "Export", "Inside"])
     sections = [lambda: mistakes(run), lambda: top_losses_section(run),
                 lambda: clean_section(run, owner, read_only), lambda: predict_section(run),
-                lambda: explore_inside.inside_section(run), lambda: export_section(run)]
+                lambda: export_section(run), lambda: explore_inside.inside_section(run)]
     for tab, draw in zip(tabs, sections):
         with tab:
             try:

@@ -11,6 +11,7 @@ from engine import kernels
 from ui import kernels_controls as controls
 from ui import kernels_sections as sections
 from ui import state, urlstate
+from ui.kernels_tensor import tensor_section
 from ui.nav import ensure_app_navigation
 
 
@@ -30,9 +31,9 @@ def main() -> None:
         if kernel_error:
             st.error(kernel_error)
         grey, mode, relu, border, side = controls.output_options()
-    image_key = controls.photo_key(image, name)
-    work = controls.working_copy(image_key, image, side, grey)
-    image_key += f":{side}:{grey}"
+    photo_key = controls.photo_key(image, name)
+    work = controls.working_copy(photo_key, image, side, grey)
+    image_key = photo_key + f":{side}:{grey}"
     response = kernels.apply_kernel(work, kernel, border=border, relu=relu)
     with right:
         h, w = work.shape[:2]
@@ -48,18 +49,21 @@ def main() -> None:
         st.caption(f"The raw response runs from {lo:.4g} to {hi:.4g}: negative where the "
                    "kernel's negative weights meet bright pixels. A picture needs 0–255, so choose "
                    "how to show it.")
-    tabs = right.tabs(["Pixel walkthrough", "Borders", "Layers", "Learn the kernel", "Share"])
+    tabs = right.tabs(["Pixel walkthrough", "Photo as numbers", "Borders", "Layers",
+                       "Learn the kernel", "Share"])
     with tabs[0]:
         sections.pixel_walkthrough(work, kernel, border, response)
-    with tabs[1]:
-        sections.border_comparison(work, kernel, relu)
+    with tabs[1]:   # after the walkthrough, which settles the pixel the crop starts at
+        tensor_section(image, controls.working_copy(photo_key, image, side, False), work)
     with tabs[2]:
-        sections.layers_section(image_key, work, kernel, border, mode)
+        sections.border_comparison(work, kernel, relu)
     with tabs[3]:
+        sections.layers_section(image_key, work, kernel, border, mode)
+    with tabs[4]:
         sections.learn_section(image_key, work, kernel, border)
     state.remember(controls.widget_keys())
     query = urlstate.sync(controls.PAGE)
-    with tabs[4]:
+    with tabs[5]:
         sections.share(query)
 
 

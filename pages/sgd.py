@@ -43,13 +43,14 @@ def main() -> None:
     with right:
         sections.critical_lr_note(x, run)
         sections.animation(x, y, res, view)
-        sections.outcome(x, y, res)
+        sections.outcome(x, y, res, data["noise"])
         if view["surface3d"]:
             sections.surface3d(x, y, res)
         sections.loop_script(run)
     sections.why_learning_rate()
     sections.compare_section(x, y, data, run)
     sections.vocabulary()
+    sections.softmax_box()
 
 
 ensure_app_navigation()

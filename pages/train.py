@@ -16,6 +16,7 @@ from engine.settings import RunSettings
 from ui import state, train_data, train_lr, train_model, train_run, urlstate
 from ui.job_panel import TRAIN_POLL_S, JobPanel
 from ui.nav import ensure_app_navigation
+from ui.train_code import code_section
 from ui.train_settings import PAGE, init_state, run_settings, widget_keys
 
 #: The page's background jobs, by kind, and what the session keeps of each when it ends.
@@ -48,6 +49,7 @@ def train_section(job: Job | None, settings: RunSettings, ds: DataSet | None) ->
     train_run.method_widgets()
     train_run.precompute_setting(settings)
     train_run.schedule_preview(settings, ds, job)
+    code_section(settings)
     if st.button("Train", key=state.T_START, type="primary",
                  disabled=PANEL.busy(job) or ds is None):
         if settings.method == "unfreeze" and not settings.start_from:

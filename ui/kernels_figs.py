@@ -10,6 +10,9 @@ import plotly.graph_objects as go
 
 from ui.figures import ReadyFigure
 
+#: 0 black, 255 white, written out: these figures go to plotly.js as plain JSON, and plotly.js's
+#: own "Greys" runs the other way from plotly.py's (with reversescale, bright pixels came out dark).
+BLACK_WHITE = [[0.0, "#000000"], [1.0, "#ffffff"]]
 BLUE_ORANGE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#f4a55e"],
                [1.0, "#b35806"]]
 
@@ -28,7 +31,7 @@ def matrix_figure(values: np.ndarray, *, title: str = "", fmt: str = ".3g", heig
     v = np.asarray(values, dtype=float)
     m = float(np.nanmax(np.abs(v))) if v.size and np.isfinite(v).any() else 1.0
     m = m or 1.0
-    scale = {"colorscale": "Greys", "reversescale": True, "zmin": 0, "zmax": 255} if grey else {
+    scale = {"colorscale": BLACK_WHITE, "zmin": 0, "zmax": 255} if grey else {
         "colorscale": BLUE_ORANGE, **({"zmin": -m, "zmax": m} if symmetric else {})}
     trace = {"type": "heatmap", "z": v.tolist(), "text": [[format(x, fmt) for x in row] for row in v],
              "texttemplate": "%{text}", "showscale": False, "hoverinfo": "skip", "xgap": 2, "ygap": 2,
@@ -46,6 +49,19 @@ def matrix_figure(values: np.ndarray, *, title: str = "", fmt: str = ".3g", heig
     return ReadyFigure({"data": [trace], "layout": layout})
 
 
+def activation_figure(height: int = 240) -> ReadyFigure:
+    """ReLU and sigmoid over −6…6 on the same axes."""
+    x = np.linspace(-6, 6, 121)
+    lines = [("ReLU: max(0, x)", np.maximum(x, 0), "#b35806"),
+             ("sigmoid: 1 / (1 + e⁻ˣ)", 1 / (1 + np.exp(-x)), "#2166ac")]
+    data = [{"type": "scatter", "mode": "lines", "x": x.round(3).tolist(), "y": y.round(4).tolist(),
+             "name": name, "line": {"color": colour, "width": 3}} for name, y, colour in lines]
+    layout = {"height": height, "margin": {"l": 30, "r": 10, "t": 10, "b": 30},
+              "legend": {"orientation": "h", "y": 1.12}, "yaxis": {"range": [-0.5, 3]},
+              "xaxis": {"title": {"text": "x"}}}
+    return ReadyFigure({"data": data, "layout": layout})
+
+
 def zoom_figure(window: np.ndarray, x0: int, y0: int, sel: tuple[int, int], *,
                 height: int = 430) -> ReadyFigure:
     """Pixels around the chosen one, enlarged, each labelled with its value; click picks a pixel.
@@ -56,7 +72,7 @@ def zoom_figure(window: np.ndarray, x0: int, y0: int, sel: tuple[int, int], *,
     xs, ys = np.arange(x0, x0 + w), np.arange(y0, y0 + h)
     values = window.astype(int)
     heat = {"type": "heatmap", "z": values.tolist(), "x": xs.tolist(), "y": ys.tolist(),
-            "colorscale": "Greys", "reversescale": True, "zmin": 0, "zmax": 255, "showscale": False,
+            "colorscale": BLACK_WHITE, "zmin": 0, "zmax": 255, "showscale": False,
             "text": values.tolist(), "texttemplate": "%{text}", "textfont": {"size": 9},
             "hoverinfo": "skip"}
     # Heatmaps cannot be selected in Plotly, so an invisible marker on every pixel takes the click.

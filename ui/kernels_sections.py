@@ -113,19 +113,30 @@ def layers_section(image_key: str, work: np.ndarray, kernel: np.ndarray, border:
     n = st.radio("Layers", [1, 2, 3], key=state.K_LAYERS, horizontal=True)
     if n == 1:
         st.write("One layer is the kernel above. Choose 2 or 3 layers to feed its output into more "
-                 "kernels, with or without a ReLU in between, and see every intermediate map.")
+                 "kernels, with or without a ReLU or a sigmoid in between, and see every "
+                 "intermediate map.")
+        activations_note()
         return
     layers = [kernels.Layer(kernel, relu=False)]
+    act = st.radio("Non-linearity between layers", list(ACTIVATIONS), key=state.K_ACT,
+                   horizontal=True, format_func=ACTIVATIONS.get,
+                   help="ReLU keeps positive numbers and turns negative ones into 0. Sigmoid "
+                        "squeezes every number into 0…1.")
+    name = "ReLU" if act == "relu" else "sigmoid"
+
+    def layer(k: np.ndarray, on: bool) -> kernels.Layer:
+        return kernels.Layer(k, relu=on and act == "relu", sigmoid=on and act == "sigmoid")
+
     cols = st.columns(3)
     if n >= 2:
-        relu1 = cols[0].toggle("ReLU after layer 1", key=state.K_LAYER_RELU.format(1))
-        layers[0] = kernels.Layer(kernel, relu=relu1)
+        relu1 = cols[0].toggle(f"{name} after layer 1", key=state.K_LAYER_RELU.format(1))
+        layers[0] = layer(kernel, relu1)
         k2 = cols[1].selectbox("Layer 2 kernel", list(kernels.PRESETS),
                                key=state.K_LAYER_PRESET.format(2))
         layers.append(kernels.Layer(kernels.PRESETS[k2]))
     if n == 3:
-        relu2 = cols[0].toggle("ReLU after layer 2", key=state.K_LAYER_RELU.format(2))
-        layers[1] = kernels.Layer(layers[1].kernel, relu=relu2)
+        relu2 = cols[0].toggle(f"{name} after layer 2", key=state.K_LAYER_RELU.format(2))
+        layers[1] = layer(layers[1].kernel, relu2)
         k3 = cols[2].selectbox("Layer 3 kernel", list(kernels.PRESETS),
                                key=state.K_LAYER_PRESET.format(3))
         layers.append(kernels.Layer(kernels.PRESETS[k3]))
@@ -137,17 +148,37 @@ def layers_section(image_key: str, work: np.ndarray, kernel: np.ndarray, border:
     for i, (col, layer, fmap) in enumerate(zip(pics[1:], layers, maps), start=1):
         with col:
             img, note = render(fmap, mode)
-            show(img, f"after layer {i}{' + ReLU' if layer.relu else ''} ({note})")
-    if n >= 2 and not layers[0].relu:
+            after = " + ReLU" if layer.relu else " + sigmoid" if layer.sigmoid else ""
+            show(img, f"after layer {i}{after} ({note})")
+    if n >= 2 and not (layers[0].relu or layers[0].sigmoid):
         big = kernels.compose_linear(layers[0].kernel, layers[1].kernel)
         st.info("No ReLU between layers 1 and 2: two linear layers are one linear layer. This single "
                 "5×5 kernel gives the same map as both together (away from the border):")
         st.plotly_chart(kernels_figs.matrix_figure(big, fmt=".3g", height=260),
                         key=state.K_COLLAPSE_FIG)
     else:
-        st.caption("Linear → non-linear → linear: the ReLU between kernels stops the stack from "
+        st.caption(f"Linear → non-linear → linear: the {name} between kernels stops the stack from "
                    "collapsing into one kernel, which is what lets deep networks build shapes out "
                    "of edges.")
+    activations_note()
+
+
+ACTIVATIONS = {"relu": "ReLU: max(0, x)", "sigmoid": "sigmoid: 1 / (1 + e⁻ˣ)"}
+
+
+def activations_note() -> None:
+    """ReLU and sigmoid side by side, and why networks put ReLU between their layers."""
+    left, right = st.columns([1, 1.4])
+    left.plotly_chart(kernels_figs.activation_figure(), key=state.K_ACT_FIG)
+    right.markdown("**ReLU beside sigmoid.** Both bend a straight line, which is all a "
+                   "non-linearity has to do. ReLU leaves positive numbers alone and turns negative "
+                   "ones into 0. Sigmoid squeezes any number into the range 0 to 1: 0 becomes 0.5, "
+                   "large positive numbers end up near 1 and large negative ones near 0.")
+    right.caption("A kernel's response to a photo runs into the hundreds, so sigmoid turns almost "
+                  "every pixel into 0 or 1 and the map looks like black and white. Its slope there "
+                  "is nearly flat, so gradients die out — one reason networks use ReLU between "
+                  "layers. Sigmoid is kept for the end, where a score must become a number "
+                  "between 0 and 1.")
 
 
 # Learning a hidden kernel -----------------------------------------------------------------------

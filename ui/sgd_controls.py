@@ -24,7 +24,7 @@ PRESETS = {
 }
 #: what the "lesson" preset leaves alone: how the run is shown, not which run it is
 DISPLAY_KEYS = (state.S_LOGY, state.S_SURFACE3D, state.S_LINE_BY_LINE, state.S_SPEED,
-                state.S_COMPARE)
+                state.S_COMPARE, state.S_ACTUAL, *(state.S_SCORE.format(i) for i in (1, 2, 3)))
 
 
 # State ------------------------------------------------------------------------------------------
@@ -98,10 +98,10 @@ def line_data(n: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_fit(n: int, noise: float, seed: int, a0: tuple[float, float], lr: float, steps: int,
-            batch_size: int | None, optimizer: str) -> sgd.FitResult:
+            batch_size: int | None, optimizer: str, momentum: float = 0.9) -> sgd.FitResult:
     x, y = line_data(n, noise, seed)
     return sgd.fit(x, y, a0=a0, lr=lr, steps=steps, batch_size=batch_size, optimizer=optimizer,
-                   seed=seed)
+                   seed=seed, momentum=momentum)
 
 
 # Widgets: each group returns plain values --------------------------------------------------------
@@ -123,6 +123,11 @@ def training_controls() -> dict:
                          format_func=lambda o: {"sgd": "plain", "momentum": "momentum",
                                                 "adam": "Adam"}[o],
                          help=" · ".join(sgd.OPTIMIZER_LABELS.values()))
+    beta = float(state.get(state.S_BETA, 0.9))
+    if optimizer == "momentum":
+        beta = st.slider("Momentum β", 0.0, 0.99, step=0.01, key=state.S_BETA,
+                         help="How much of the last step each new step keeps: v = β·v + gradient, "
+                              "a −= lr·v. 0 is plain SGD; 0.9 is the usual choice.")
     n = int(state.get(state.S_N))
     batch = st.select_slider("Batch size", options=batch_options(n), key=state.S_BATCH,
                              format_func=lambda b: f"all {n} (full batch)" if b == 0 else str(b),
@@ -131,7 +136,7 @@ def training_controls() -> dict:
                                   "gradient descent); one pass over all points is an epoch.")
     steps = st.slider("Steps", 1, 1000, key=state.S_STEPS)
     return {"lr": float(lr), "optimizer": optimizer, "batch_size": int(batch) or None,
-            "steps": int(steps)}
+            "steps": int(steps), "momentum": float(beta)}
 
 
 def data_controls() -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -378,3 +378,26 @@ def compare_figure(x, y, results: list[sgd.FitResult]) -> go.Figure:
     fig.update_layout(height=420, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                       legend={"orientation": "h", "y": -0.15})
     return fig
+
+
+def softmax_figure(names: Sequence[str], scores: Sequence[float], probs: np.ndarray,
+                   actual: int, height: int = 260) -> dict:
+    """Raw scores beside the probabilities softmax makes of them; the actual class highlighted."""
+    colours = ["#b35806" if i == actual else "#67a9cf" for i in range(len(names))]
+    score_bars = {"type": "bar", "x": list(names), "y": [float(z) for z in scores],
+                  "marker": {"color": colours}, "texttemplate": "%{y:.1f}", "textposition": "outside",
+                  "xaxis": "x", "yaxis": "y", "hovertemplate": "%{x}: score %{y:.2f}<extra></extra>"}
+    prob_bars = {"type": "bar", "x": list(names), "y": [float(p) for p in probs],
+                 "marker": {"color": colours}, "texttemplate": "%{y:.3f}", "textposition": "outside",
+                 "xaxis": "x2", "yaxis": "y2",
+                 "hovertemplate": "%{x}: probability %{y:.4f}<extra></extra>"}
+    top = max(1.0, max(abs(float(z)) for z in scores) * 1.25)
+    layout = {"height": height, "showlegend": False, "margin": {"l": 30, "r": 10, "t": 30, "b": 30},
+              "xaxis": {"domain": [0, 0.42]}, "xaxis2": {"domain": [0.6, 1], "anchor": "y2"},
+              "yaxis": {"range": [-top, top], "title": {"text": "score"}},
+              "yaxis2": {"range": [0, 1.15], "anchor": "x2", "title": {"text": "probability"}},
+              "annotations": [{"text": "raw scores", "x": 0.22, "y": 1.1, "xref": "paper",
+                               "yref": "paper", "showarrow": False},
+                              {"text": "→ softmax → probabilities", "x": 0.78, "y": 1.1,
+                               "xref": "paper", "yref": "paper", "showarrow": False}]}
+    return {"data": [score_bars, prob_bars], "layout": layout}

@@ -27,9 +27,10 @@ def critical_lr_note(x: np.ndarray, run: dict) -> None:
                    f"higher on the other side than it started (by a factor |1 − lr·{lam:.3g}| = "
                    f"{abs(1 - lr * lam):.2f}), so the loss grows with every step.")
     elif opt == "momentum":
-        crit_m = sgd.critical_lr(x, momentum=0.9)
-        msg = (f"With momentum 0.9 the old steps keep pushing, and the limit for full-batch runs "
-               f"moves to 2·(1 + 0.9) ÷ {lam:.3g} = {crit_m:.3g}.")
+        beta = run["momentum"]
+        crit_m = sgd.critical_lr(x, momentum=beta)
+        msg = (f"With momentum {beta:g} the old steps keep pushing, and the limit for full-batch "
+               f"runs moves to 2·(1 + {beta:g}) ÷ {lam:.3g} = {crit_m:.3g}.")
         (st.warning if lr > crit_m else st.caption)(
             msg + (" This learning rate is above it, so the run will diverge." if lr > crit_m else ""))
     elif opt == "adam":
@@ -59,7 +60,7 @@ def animation(x: np.ndarray, y: np.ndarray, res: sgd.FitResult, view: dict) -> N
                    f"~{res.last / (shown - 1):.1f}th step); the numbers in the code are exact.")
 
 
-def outcome(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> None:
+def outcome(x: np.ndarray, y: np.ndarray, res: sgd.FitResult, noise: float = 1.0) -> None:
     best = sgd.least_squares(x, y)
     if res.diverged:
         st.error(f"The run diverged at step {res.diverged_at}: the loss reached "
@@ -77,6 +78,16 @@ def outcome(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> None:
     st.caption(f"Each step used {per_step}, so {res.steps} steps = {res.epochs:g} "
                f"epoch{'s' if res.epochs != 1 else ''}. The best line is y = {best[0]:.3f}x + "
                f"{best[1]:.3f}.")
+    st.caption(NOISE_NOTE.format(half=noise / 2, b=2 + noise / 2))
+
+
+#: Why the intercept is not 2, and why the lesson's own numbers differ from the page's.
+NOISE_NOTE = ("Why is the intercept near {b:.3g} and not 2? The points are y = 3x + 2 plus noise "
+              "drawn evenly between 0 and the noise setting, so on average the noise adds half of "
+              "it ({half:.3g}) to every y and the best line is lifted by that much. The lesson uses "
+              "torch.rand — evenly between 0 and 1, mean 0.5 — so its intercept settles near 2.5. "
+              "Its printed losses differ from these because its points were drawn without a seed: "
+              "every run of the notebook gets other points. Here the seed fixes them.")
 
 
 def surface3d(x: np.ndarray, y: np.ndarray, res: sgd.FitResult) -> None:
@@ -139,7 +150,7 @@ def compare_section(x: np.ndarray, y: np.ndarray, data: dict, run: dict) -> None
     try:
         lrs = sgd.parse_learning_rates(text)
         results = [run_fit(**data, lr=lr, steps=run["steps"], batch_size=run["batch_size"],
-                           optimizer=run["optimizer"]) for lr in lrs]
+                           optimizer=run["optimizer"], momentum=run["momentum"]) for lr in lrs]
     except sgd.SGDError as exc:
         st.error(str(exc))
         return
@@ -166,6 +177,11 @@ VOCABULARY = {
            "the randomness is what makes its path zig-zag.",
     "epoch": "one pass in which every point has been used once. With 100 points and batches of "
              "10, an epoch is 10 steps.",
+    "softmax": "turns a classifier's raw scores, one per class, into probabilities: each score "
+               "is raised as e^score and divided by the total, so all are positive and add up "
+               "to 1. Try it in the box below.",
+    "cross-entropy": "the loss for classes: −ln of the probability the model gave the actual "
+                     "class. Sure and right costs almost 0; sure and wrong costs a lot.",
 }
 
 
@@ -173,6 +189,45 @@ def vocabulary() -> None:
     with st.container(border=True):
         st.markdown("**Words on this page**")
         st.markdown("\n".join(f"- **{word}** — {text}" for word, text in VOCABULARY.items()))
+
+
+CLASS_NAMES = ("cat", "dog", "bear")
+
+
+def softmax_box() -> None:
+    """Three scores on sliders -> softmax probabilities -> cross-entropy for the actual class."""
+    with st.container(border=True):
+        st.markdown("**From scores to a loss: softmax and cross-entropy**")
+        st.write("A classifier's last layer gives one raw score per class — any number, "
+                 "negative too. Move the scores of three classes and pick the class the picture "
+                 "really shows.")
+        cols = st.columns(4)
+        scores = [cols[i].slider(f"score for {name}", -10.0, 10.0, step=0.1,
+                                 key=state.S_SCORE.format(i + 1))
+                  for i, name in enumerate(CLASS_NAMES)]
+        actual = cols[3].radio("actual class", [0, 1, 2], key=state.S_ACTUAL,
+                               format_func=lambda i: CLASS_NAMES[i])
+        probs = sgd.softmax(scores)
+        loss = sgd.cross_entropy(scores, actual)
+        left, right = st.columns([1.3, 1])
+        left.plotly_chart(ReadyFigure(sgd_figs.softmax_figure(CLASS_NAMES, scores, probs, actual)),
+                          key=state.S_SOFTMAX_FIG, config=CHART_CONFIG)
+        with right:
+            st.latex(r"p_i = \frac{e^{z_i}}{\sum_j e^{z_j}} \qquad "
+                     r"\text{loss} = -\ln p_{\text{actual}}")
+            exps = [float(np.exp(z)) for z in scores]
+            st.markdown("e^score: " + ", ".join(f"{e:.3g}" for e in exps)
+                        + f" — total {sum(exps):.4g}  \n"
+                        + "probabilities: " + ", ".join(f"**{n}** {p:.3f}"
+                                                        for n, p in zip(CLASS_NAMES, probs))
+                        + f"  \ncross-entropy = −ln {probs[actual]:.4g} = **{loss:.4f}**")
+        st.caption("Softmax makes every score positive (e to the power of the score) and divides "
+                   "by the total, so the three add up to 1 and the largest score gets the largest "
+                   "share; raising one score takes probability from the others. Cross-entropy then "
+                   "looks only at the probability of the actual class: −ln 1 = 0 for a sure right "
+                   "answer, −ln 0.5 ≈ 0.69 for a coin toss, −ln 0.01 ≈ 4.6 for a sure wrong one. So "
+                   "a confident mistake costs far more than an unsure one. PyTorch's "
+                   "F.cross_entropy(scores, actual) does both steps at once, from the raw scores.")
 
 
 def share(query: str) -> None:

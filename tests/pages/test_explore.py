@@ -100,7 +100,7 @@ def test_opens_the_sessions_latest_run_with_all_sections(env):
     at = app()
     assert at.selectbox(key=state.E_RUN).value == run_id
     assert at.query_params["run"] in (run_id, [run_id])
-    assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Inside", "Export"]
+    assert [t.label for t in at.tabs] == ["Mistakes", "Top losses", "Clean", "Predict", "Export", "Inside"]
     assert {m.label for m in at.metric} >= {"Accuracy", "Error rate = 1 − accuracy"}
     assert not at.error
     shown = texts(at)
