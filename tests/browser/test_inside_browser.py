@@ -99,7 +99,8 @@ def test_a_learned_kernel_opens_in_the_playground_and_is_applied(page, inside_se
     play.get_by_text("Pixel walkthrough").first.wait_for()
     for i, text in enumerate(cells):
         row, col = divmod(i, 3)
-        expect(play.get_by_label(f"row {row + 1}, column {col + 1}")).to_have_value(text)
+        expect(play.get_by_label(f"row {row + 1}, column {col + 1}")).to_have_value(
+            text, timeout=120_000)   # the grid is drawn after the photo is read: slow under load
     wait_for_app_idle(play)
     play.wait_for_function("s => { const i = [...document.querySelectorAll('[data-testid=stImage]')]"
                            ".find(e => e.innerText.startsWith('output')); "

@@ -101,6 +101,7 @@ def test_a_text_file_named_png_is_refused_and_the_photo_kept(page, app_url, tmp_
 def test_clicking_the_enlarged_view_picks_a_pixel(page, app_url):
     open_page(page, f"{app_url}/kernels?x=100&y=100")
     plot = page.locator("[data-testid='stPlotlyChart']").first
+    plot.wait_for(state="visible", timeout=120_000)   # a loaded machine draws it late
     plot.scroll_into_view_if_needed()
     box = plot.bounding_box()
     # The plot area spans the 15 pixels around (100, 100); a click left of centre picks x < 100.
