@@ -13,12 +13,18 @@ run: $(VENV)/.deps
 # Classroom server (HOSTING.md): listens on every network address of this machine, keeps data sets
 # and runs in DLLAB_DATA, and states the production settings on the command line so they hold
 # whatever a local config says. Students open http://<this machine>:$(PORT).
+# Training runs in worker processes of a private Ray instance on 127.0.0.1 (DLLAB_RAY_ADDRESS=local);
+# DLLAB_RAY_ADDRESS=host:6379 joins a cluster instead, and DLLAB_RAY_ADDRESS= trains in the server.
 DLLAB_DATA     ?= $(CURDIR)/data
 DLLAB_GPU_JOBS ?= 1
 DLLAB_CPU_JOBS ?= 1
+DLLAB_RAY_ADDRESS ?= local
+DLLAB_GPU_SHARE   ?= 1.0
 SESSION_TTL    ?= 120
 serve: $(VENV)/.deps
 	DLLAB_DATA="$(DLLAB_DATA)" DLLAB_GPU_JOBS=$(DLLAB_GPU_JOBS) DLLAB_CPU_JOBS=$(DLLAB_CPU_JOBS) \
+	DLLAB_RAY_ADDRESS="$(DLLAB_RAY_ADDRESS)" DLLAB_GPU_SHARE=$(DLLAB_GPU_SHARE) \
+	$(if $(DLLAB_CPU_PER_JOB),DLLAB_CPU_PER_JOB=$(DLLAB_CPU_PER_JOB)) \
 	OMP_WAIT_POLICY=PASSIVE MALLOC_ARENA_MAX=2 $(BIN)/python -m streamlit run app.py \
 	  --server.address 0.0.0.0 --server.port $(PORT) --server.headless true \
 	  --server.fileWatcherType none --server.runOnSave false --server.maxUploadSize 50 \

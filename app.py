@@ -25,6 +25,10 @@ LESSON_PATH = [
     ("SGD", "pages/sgd.py", ":material/trending_down:",
      "The whole training loop on two numbers: fit a line by gradient descent and see what the "
      "learning rate does — too small crawls, too large overshoots and blows up."),
+    ("Fit and overfit", "pages/overfit.py", ":material/ssid_chart:",
+     "Underfitting and overfitting on a problem you can see whole: polynomials of degree 1 to 15 "
+     "through noisy points. The training loss keeps falling, the held-out loss falls and rises "
+     "again; weight decay tames the wiggles."),
     ("Train", "pages/train.py", ":material/model_training:",
      "The same loop at scale: a pretrained network, the LR finder, fit_one_cycle and fine_tune on "
      "digits, pets or your own images, with live loss curves."),
@@ -40,8 +44,10 @@ CONCEPTS = {
                          "learned kernels",
     "SGD": "a model is a function · loss · gradient · learning rate · mini-batch, SGD, epoch · "
            "parameters vs architecture",
+    "Fit and overfit": "underfitting · overfitting · held-out data · weight decay",
     "Train": "transfer learning · validation set · LR finder · one-cycle · freeze / unfreeze and "
-             "discriminative rates · what goes wrong · your own data set",
+             "discriminative rates · what goes wrong (the lesson's experiments, the coach, runs "
+             "side by side) · weight decay and dropout · your own data set",
     "Explorer": "probabilities and argmax · error rate · confusion matrix · top losses · cleaning "
                 "data · inference on a CPU",
 }

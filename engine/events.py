@@ -118,6 +118,9 @@ class TrainResult(TypedDict, total=False):
     precompute: PrecomputeRecord
     metrics: dict[str, float]
     training: dict            # precision, train_bn, param_groups (names), not_repeatable (or None)
+    fit: Optional[dict]       # training images measured as validation ones (engine.fit_check)
+    settings: dict            # the run's RunSettings.to_dict(), for the coach
+    lr_find: Optional[dict]   # the LR finder's record the run was given (lrs, losses, suggestions)
 
 
 class DataSet(TypedDict):

@@ -219,8 +219,10 @@ def imagenet_model(arch: str, *, pretrained: bool = True) -> nn.Module:
     raise ModelError(f"{arch} has no ImageNet classifier; it is only trained from scratch.")
 
 
-def create_model(arch: str, n_classes: int, *, pretrained: bool = True) -> Classifier:
-    """A Classifier for n_classes: the arch's body (ImageNet weights when pretrained) + a new head."""
+def create_model(arch: str, n_classes: int, *, pretrained: bool = True,
+                 ps: float = 0.5) -> Classifier:
+    """A Classifier for n_classes: the arch's body (ImageNet weights when pretrained) + a new head
+    with dropout ps (fastai's ps: p/2, then p)."""
     _check_arch(arch)
     if n_classes < 1:
         raise ModelError(f"A classifier needs at least one class; got {n_classes}.")
@@ -238,7 +240,16 @@ def create_model(arch: str, n_classes: int, *, pretrained: bool = True) -> Class
         net = _efficientnet_lite0(pretrained)
         body = nn.Sequential(net.conv_stem, net.bn1, *net.blocks, net.conv_head, net.bn2)
         n_features = net.num_features
-    return Classifier(arch, body, make_head(n_features, n_classes), GROUP_STARTS[arch])
+    return Classifier(arch, body, make_head(n_features, n_classes, p=ps), GROUP_STARTS[arch])
+
+
+def set_head_dropout(model: Classifier, ps: float) -> None:
+    """Give a built head (e.g. a checkpoint's, to continue training) the dropout make_head(p=ps)
+    would: p/2 in the first Dropout, p in the second. Dropout has no weights, so nothing else
+    changes."""
+    drops = [m for m in model.head if isinstance(m, nn.Dropout)]
+    for drop, p in zip(drops, (ps / 2, ps)):
+        drop.p = float(p)
 
 
 # -------------------------------------------------------------------------------- checkpoints
@@ -431,6 +442,6 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 __all__ = ["ARCHS", "PRETRAINED_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "ModelError", "CheckpointError",
            "GROUP_STARTS", "n_param_groups", "input_stats",
-           "Classifier", "Checkpoint", "make_head", "create_model", "imagenet_model", "even_mults",
+           "Classifier", "Checkpoint", "make_head", "create_model", "set_head_dropout", "imagenet_model", "even_mults",
            "group_lrs", "preprocess_image", "predict_image", "save_checkpoint", "read_checkpoint_meta",
            "load_checkpoint", "count_params"]

@@ -71,6 +71,9 @@ class RunSettings:
     lr: float = 1e-2                   # peak learning rate (the head's, for fine_tune and slices)
     lr_lo: float = 1e-5                # earliest layers' peak rate after unfreezing: slice(lr_lo, lr)
     wd: float = 0.01                   # decoupled weight decay per step, as a fraction of lr × weight
+                                       # (fastai's default 0.01; 0 turns it off)
+    ps: float = 0.5                    # dropout in the head, fastai's ps: p/2 before its first linear
+                                       # layer, p before the last (0 turns it off)
     start_from: str | None = None      # run id whose weights to continue from (unfreeze)
     device: str | None = None          # "cuda", "mps" or "cpu"; None picks the fastest present
     num_it: int = 100                  # LR-finder mini-batches
@@ -138,7 +141,7 @@ FIELD_RULES: dict[str, FieldRule] = {
     "pretrained": FieldRule("bool"),
     "size": FieldRule("int", lo=8, hi=512, choices=SIZES),
     "bs": FieldRule("int", lo=1, hi=1024, choices=BATCH_SIZES),
-    "valid_pct": FieldRule("float", lo=0.05, hi=0.5),
+    "valid_pct": FieldRule("float", lo=0.05, hi=0.9),   # 0.9: the overfitting experiment's tiny training share
     "seed": FieldRule("int", lo=0, hi=2**31 - 1),
     "augment": FieldRule("bool"),
     "method": FieldRule("str", choices=METHODS),
@@ -146,6 +149,8 @@ FIELD_RULES: dict[str, FieldRule] = {
     "freeze_epochs": FieldRule("int", lo=0, hi=10),
     "lr": FieldRule("float", lo=1e-7, hi=10.0),
     "lr_lo": FieldRule("float", lo=1e-8, hi=1.0),
+    "wd": FieldRule("float", lo=0.0, hi=1.0),
+    "ps": FieldRule("float", lo=0.0, hi=0.9),           # a dropout of 1 would drop every feature
     "precompute": FieldRule("bool"),
     "train_bn": FieldRule("bool"),
     "precision": FieldRule("str", choices=PRECISIONS),

@@ -1,4 +1,5 @@
-"""Train: data, model, LR finder, training with live curves, the coach, and saved runs.
+"""Train: data, model, LR finder, training with live curves (and the lesson's experiments), the
+coach, saved runs, and runs side by side.
 
 The page in one pass: the widgets of each section (ui/train_*.py) -> one RunSettings built from
 their values (ui/train_settings.run_settings) -> engine jobs submitted through the job panel
@@ -13,7 +14,9 @@ from engine.events import DataSet
 from engine.jobs import Job
 from engine.jobs.run_jobs import lr_find_job, train_job
 from engine.settings import RunSettings
-from ui import state, train_data, train_lr, train_model, train_run, urlstate
+from ui import state, train_data, train_experiments, train_lr, train_model, train_run, urlstate
+from ui.train_coach import coach_section
+from ui.train_compare import compare_section
 from ui.job_panel import TRAIN_POLL_S, JobPanel
 from ui.nav import ensure_app_navigation
 from ui.train_code import code_section
@@ -47,6 +50,7 @@ def train_section(job: Job | None, settings: RunSettings, ds: DataSet | None) ->
     the run as a job (live curves while it runs, the finished run's curves after)."""
     st.subheader("4 · Train")
     train_run.method_widgets()
+    train_experiments.regularisation_widgets()
     train_run.precompute_setting(settings)
     train_run.schedule_preview(settings, ds, job)
     code_section(settings)
@@ -60,6 +64,8 @@ def train_section(job: Job | None, settings: RunSettings, ds: DataSet | None) ->
             PANEL.submit("train", train_job, settings, state.owner_token(),
                          st.session_state.get(state.T_LR_FIND))
             st.rerun()
+    train_experiments.experiment_buttons(PANEL, job, settings, ds,
+                                         st.session_state.get(state.T_LR_FIND))
     if PANEL.live(job, "train", train_run.train_live, every=TRAIN_POLL_S):
         return
     last = st.session_state.get(state.T_LAST_RESULT)
@@ -90,8 +96,9 @@ def main() -> None:
     settings = run_settings(ds, st.session_state.get(state.T_LAST_RESULT))
     lr_finder_section(job, settings, ds)
     train_section(job, settings, ds)
-    train_run.coach_section()
+    coach_section()
     train_run.runs_section()
+    compare_section()
     state.remember(widget_keys())
     urlstate.sync(PAGE)
 

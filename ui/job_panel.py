@@ -1,7 +1,8 @@
 """The job panel: submit a background job for this browser session, watch it, take in its result.
 
-Long work (the LR finder, training, downloads) runs as a job on the process-wide
-engine.jobs.JobRunner; a page only submits it and watches it in an `st.fragment(run_every=…)` that
+Long work (the LR finder, training, downloads) runs as a job on the process-wide job runner
+(engine.jobs.make_runner: threads of this server, or a Ray cluster when DLLAB_RAY_ADDRESS is set);
+a page only submits it and watches it in an `st.fragment(run_every=…)` that
 redraws on its own, so touching a widget never stops the work. When the job ends, the panel takes
 its outcome into the session once (through the page's handler for that kind of job) and reruns the
 whole page, which then draws the result statically.
@@ -23,16 +24,34 @@ TRAIN_POLL_S = 2.5               # ... of a training run: each redraw takes CPU 
 
 @st.cache_resource(show_spinner=False)
 def runner() -> jobs.JobRunner:
-    """One queue per server process: jobs of every session wait in it (each job keeps its owner)."""
-    return jobs.JobRunner()
+    """One queue per server process: jobs of every session wait in it (each job keeps its owner).
+    The backend follows DLLAB_RAY_ADDRESS (in-process when unset)."""
+    return jobs.make_runner()
 
 
 def queued(job: jobs.Job) -> None:
     """The job's place in the queue while it waits."""
-    if job.status == jobs.QUEUED:
+    if job.status != jobs.QUEUED:
+        return
+    if job.meta.get("backend") != "ray":
         st.info(f"Waiting for the {'processor' if job.resource == 'cpu' else job.resource}: "
                 f"position {job.position} in the queue. Another training is running; this one "
                 "starts as soon as it ends.")
+    elif job.resource == "ray":   # not handed to the cluster yet
+        st.info("Waiting for the Ray cluster to answer (it is starting up or being reached); "
+                "this job starts as soon as it does.")
+    else:
+        what = "a share of a GPU" if job.resource == "gpu" else "free processor cores"
+        st.info(f"Waiting for {what} on the Ray cluster: position {job.position} in the queue. "
+                "Other trainings are using them; this one starts as soon as one ends.")
+
+
+def backend_problem(shown: str | None = None) -> None:
+    """The backend's sentence while it cannot run jobs (a Ray cluster that cannot be reached);
+    `shown`: a sentence the page already shows (a failed job's), not repeated."""
+    problem = runner().problem
+    if problem and problem != shown:
+        st.error(problem)
 
 
 def cancel_button(job: jobs.Job, label: str, key: str, help: str | None = None) -> None:
@@ -59,8 +78,11 @@ class JobPanel:
 
     # ---------------------------------------------------------------------------- the session's job
 
-    def current(self) -> jobs.Job | None:
-        """This session's job: the one it started, or (after a reload) the owner's running one."""
+    def current(self, notice: bool = True) -> jobs.Job | None:
+        """This session's job: the one it started, or (after a reload) the owner's running one.
+        notice: also say why jobs cannot run now, if the backend cannot (backend_problem)."""
+        if notice:
+            backend_problem(st.session_state.get(self.error_key))
         owner = state.owner_token()
         job = runner().get(st.session_state.get(self.job_key), owner)
         if job is None or not job.is_active:
@@ -122,7 +144,7 @@ class JobPanel:
     def _watch(self, draw: Callable[[jobs.Job], None]) -> None:
         """The fragment's body: the session's job, its queue position drawn; a finished job is
         taken in and the whole page redrawn once (the fragment then stops polling)."""
-        job = self.current()
+        job = self.current(notice=False)
         if job is None:
             return
         if not job.is_active:
@@ -132,4 +154,5 @@ class JobPanel:
         draw(job)
 
 
-__all__ = ["POLL_S", "TRAIN_POLL_S", "runner", "queued", "cancel_button", "notes", "JobPanel"]
+__all__ = ["POLL_S", "TRAIN_POLL_S", "runner", "queued", "backend_problem", "cancel_button", "notes",
+           "JobPanel"]

@@ -82,6 +82,20 @@ S_SCORE = "sgd.score{}"                # softmax box: raw score of class 1, 2, 3
 S_ACTUAL = "sgd.actual"                # softmax box: index of the actual class (0, 1, 2)
 S_SOFTMAX_FIG = "sgd.softmax_chart"    # chart: scores -> probabilities
 
+# Fit and overfit ----------------------------------------------------------------------------------
+O_URL_LOADED = "overfit.url_loaded"
+O_CURVE = "overfit.curve"              # the curve the points come from: "sine" | "cubic"
+O_N = "overfit.n"                      # number of points (training and held-out together)
+O_NOISE = "overfit.noise"              # standard deviation of the noise added to y
+O_VALID = "overfit.valid"              # share of the points held out
+O_SEED = "overfit.seed"                # seed of the points and of the split
+O_DEGREE = "overfit.degree"            # degree of the fitted polynomial (1..15)
+O_WD = "overfit.wd"                    # weight decay of the fit (a value of the slider's steps)
+O_TRUTH = "overfit.truth"              # bool: draw the true curve
+O_LOGY = "overfit.logy"                # bool: loss-vs-degree on a log scale
+O_FIT_FIG = "overfit.fit_fig"          # chart: the points and the fitted polynomial
+O_DEGREE_FIG = "overfit.degree_fig"    # chart: training and held-out loss against the degree
+
 # Session ------------------------------------------------------------------------------------------
 SESSION_OWNER = "session.owner"       # opaque token naming this browser session's jobs, data and runs
 
@@ -148,6 +162,13 @@ T_LR_PICKED = "train.lr_picked"        # the LR finder's pick after unfreezing (
 T_LR_TO = "train.lr_to_{}"             # button: put the pick into "lo" or "hi" of slice(lo, hi)
 T_LR_LESSON = "train.lr_lesson"        # button: lo = the finder's valley, hi = frozen rate / 10
 T_CODE = "train.code_{}"               # the code for these settings: "fastai" | "pytorch" block
+T_WD = "train.wd"                      # weight decay (RunSettings.wd)
+T_PS = "train.ps"                      # dropout in the head (RunSettings.ps)
+T_EXPERIMENT = "train.exp_{}"          # button: train the lesson's experiment <name>
+T_EXP_NOTE = "train.exp_note"          # the experiment the last Train click ran (lasting, no widget)
+T_COMPARE = "train.compare"            # multiselect: 2-4 saved runs to put side by side
+T_COMPARE_FIG = "train.compare_{}"     # chart: the compared runs' "loss" | "error" curves
+T_COMPARE_TABLE = "train.compare_table"  # table: the settings that differ between the runs
 
 # Explorer -----------------------------------------------------------------------------------------
 E_URL_LOADED = "explore.url_loaded"

@@ -119,8 +119,10 @@ def data_section(panel: JobPanel, job: Job | None) -> DataSet | None:
         # Hand the value to the widget explicitly: when these reappear in the run that follows a
         # download's live panel, the browser otherwise draws them at their minimum (0.05, 0).
         st.session_state[key] = state.get(key, default)
-    c1.slider("Validation share (valid_pct)", 0.05, 0.5, step=0.05, key=state.T_VALID_PCT,
-              help="Held-out images the model never trains on; they measure the error rate.")
+    c1.slider("Validation share (valid_pct)", 0.05, 0.9, step=0.05, key=state.T_VALID_PCT,
+              help="Held-out images the model never trains on; they measure the error rate. A "
+                   "large share leaves few images to train on: the overfitting experiment uses "
+                   "0.9.")
     c2.number_input("Seed", 0, 2**31 - 1, key=state.T_SEED,
                     help="The same seed picks the same validation images every time, so runs "
                          "are compared on the same set.")

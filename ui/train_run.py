@@ -8,7 +8,6 @@ from typing import Any
 
 import streamlit as st
 
-from engine.coach import diagnose
 from engine.data import DataError
 from engine.data.summary import batches_per_epoch
 from engine.errors import TrainingError
@@ -125,7 +124,9 @@ def take_in_train(job: Job) -> None:
         "total_steps": sum(s["total_steps"] for s in starts) or None,
         "total_epochs": sum(s["epochs"] for s in starts) or None, "seconds": res["seconds"],
         "precompute": res.get("precompute"), "notes": notes(job.events()),
-        "training": res.get("training")}
+        "training": res.get("training"),
+        # what the coach reads besides the curves (engine.coach.diagnose)
+        "fit": res.get("fit"), "settings": res.get("settings"), "lr_find": res.get("lr_find")}
 
 
 def train_live(job: Job) -> None:
@@ -199,13 +200,9 @@ def draw_training(epochs: list, batches: list, total_steps: int | None,
 
 
 def coach_section() -> None:
-    last = st.session_state.get(state.T_LAST_RESULT)
-    if not last or last.get("kind") != "train":
-        return
-    st.subheader("5 · Coach")
-    show = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}
-    for note in diagnose(last["epochs"], last["batches"], cancelled=last["cancelled"]):
-        show[note.level](f"**{note.title}.** {note.text}")
+    """The coach (now in ui/train_coach.py, which the page calls); kept for existing imports."""
+    from ui.train_coach import coach_section as draw
+    draw()
 
 
 def _clock(created: float) -> str:
@@ -223,6 +220,12 @@ def _metric(metrics: dict, name: str, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _where(run: Any) -> str:
+    """Which process trained a run: "Ray worker on gpu-1 (pid 4242)", "the server on vm (pid 17)"."""
+    who = "Ray worker" if run.backend == "ray" else "the server"
+    return f"{who} on {run.host} (pid {run.pid})" if run.pid else who
+
+
 def runs_section() -> None:
     st.subheader("6 · Runs")
     runs = list_runs(state.owner_token())
@@ -235,7 +238,7 @@ def runs_section() -> None:
              "epochs": [r.epochs for r in runs], "status": [r.status for r in runs],
              "error_rate": [_metric(r.metrics, "error_rate", "{:.2%}") for r in runs],
              "valid_loss": [_metric(r.metrics, "valid_loss", "{:.4f}") for r in runs],
-             "id": [r.id for r in runs]}
+             "trained by": [_where(r) for r in runs], "id": [r.id for r in runs]}
     st.dataframe(table, hide_index=True, key=state.T_RUNS_TABLE)
     labels = {r.id: f"{_clock(r.created)} · {r.data} · {r.arch} · "
                     + ("no validation set" if _metric(r.metrics, "error_rate", "") == NO_VALID
@@ -251,7 +254,8 @@ def runs_section() -> None:
                 "kind": "train", "job_id": None, "epochs": hist.get("epochs", []),
                 "batches": hist.get("batches", []), "cancelled": run.info.status == "cancelled",
                 "run_id": run.info.id, "total_steps": None, "total_epochs": None,
-                "precompute": hist.get("precompute")}
+                "precompute": hist.get("precompute"), "fit": hist.get("fit"),
+                "settings": run.settings, "lr_find": hist.get("lr_find")}
             if hist.get("lr_find"):
                 st.session_state[state.T_LR_FIND] = hist["lr_find"]
             st.rerun()

@@ -20,7 +20,7 @@ FIELD_KEYS: dict[str, str] = {**{name: key for _, name, key in urlstate.TRAIN_FI
                               "freeze_epochs": state.T_FREEZE_EPOCHS, "lr_lo": state.T_LR_LO}
 #: Fields a retrain hand-off (a saved run's settings) may set.
 RETRAIN_FIELDS = ("arch", "pretrained", "size", "bs", "valid_pct", "seed", "epochs", "lr",
-                  "augment", "precompute", "train_bn", "precision")
+                  "augment", "precompute", "train_bn", "precision", "wd", "ps")
 
 
 def round_lr(value: float) -> float:
@@ -117,7 +117,7 @@ def run_settings(ds: DataSet | None, last: Mapping[str, Any] | None = None) -> R
         pretrained=bool(value["pretrained"]), size=int(value["size"]), bs=int(value["bs"]),
         method=method, epochs=int(value["epochs"]), freeze_epochs=int(value["freeze_epochs"]),
         lr=float(value["lr"]), lr_lo=float(value["lr_lo"]), train_bn=bool(value["train_bn"]),
-        precision=str(value["precision"]),
+        precision=str(value["precision"]), wd=float(value["wd"]), ps=float(value["ps"]),
         start_from=(last or {}).get("run_id") if method == "unfreeze" else None)
     settings = settings.with_(pretrained=settings.uses_pretrained)
     return settings.with_(precompute=bool(value["precompute"])

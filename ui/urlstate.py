@@ -149,6 +149,23 @@ def _explore_table() -> list[Param]:
             Param("in_alpha", state.E_IN_ALPHA, "float", 0.6, lo=0.0, hi=1.0)]
 
 
+#: The weight-decay slider's steps on the Fit and overfit page (0 = none, then a log scale).
+OVERFIT_WDS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _overfit_table() -> list[Param]:
+    from engine.overfit import CURVES, MAX_DEGREE
+    return [Param("curve", state.O_CURVE, "str", "sine", CURVES),
+            Param("n", state.O_N, "int", 30, lo=10, hi=200),
+            Param("noise", state.O_NOISE, "float", 0.3, lo=0.0, hi=1.0),
+            Param("held", state.O_VALID, "float", 0.3, lo=0.1, hi=0.5),
+            Param("seed", state.O_SEED, "int", 0, lo=0, hi=2**31 - 1),
+            Param("deg", state.O_DEGREE, "int", 3, lo=1, hi=MAX_DEGREE),
+            Param("wd", state.O_WD, "float", 0.0, OVERFIT_WDS),
+            Param("truth", state.O_TRUTH, "bool", True),
+            Param("logy", state.O_LOGY, "bool", True)]
+
+
 #: The Train page's URL names: (query key, RunSettings field, session-state key). Types, bounds,
 #: choices and defaults come from engine.settings, so they are written once.
 TRAIN_FIELDS = (("arch", "arch", state.T_ARCH), ("pre", "pretrained", state.T_PRETRAINED),
@@ -157,7 +174,8 @@ TRAIN_FIELDS = (("arch", "arch", state.T_ARCH), ("pre", "pretrained", state.T_PR
                 ("method", "method", state.T_METHOD), ("epochs", "epochs", state.T_EPOCHS),
                 ("lr", "lr", state.T_LR), ("pc", "precompute", state.T_PRECOMPUTE),
                 ("lo", "lr_lo", state.T_LR_LO), ("tbn", "train_bn", state.T_TRAIN_BN),
-                ("prec", "precision", state.T_PRECISION))
+                ("prec", "precision", state.T_PRECISION), ("wd", "wd", state.T_WD),
+                ("ps", "ps", state.T_PS))
 
 
 def _train_table() -> list[Param]:
@@ -178,7 +196,8 @@ def table(page: str) -> list[Param]:
     """The URL table of a page ("kernels", "sgd", ...). Built lazily so pages import only names."""
     if page not in TABLES:
         TABLES[page] = {"kernels": _kernel_table, "sgd": _sgd_table,
-                        "explore": _explore_table, "train": _train_table}[page]()
+                        "explore": _explore_table, "train": _train_table,
+                        "overfit": _overfit_table}[page]()
     return TABLES[page]
 
 

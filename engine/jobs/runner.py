@@ -12,6 +12,8 @@ browser tab does not hold the GPU; memory is handed back when any job ends.
 Settings (environment variables, read when a runner is made):
   DLLAB_CPU_JOBS        jobs running at once on the CPU (default 1)
   DLLAB_GPU_JOBS        jobs running at once per GPU (default 1)
+  DLLAB_IO_JOBS         downloads running at once (default 2; resource "io", its own slots, so a
+                        download never makes a training wait)
   DLLAB_JOB_WATCH_S     seconds a job may go unwatched before it is cancelled (default 300)
 """
 from __future__ import annotations
@@ -37,6 +39,15 @@ CANCEL_UNWATCHED = ("Stopped because no page watched it for a while (the browser
 CANCEL_SHUTDOWN = "Stopped because the server is shutting down."
 
 OOM_ADVICE = ("The GPU ran out of memory; lower the batch size or the image size and start again.")
+
+
+def remote_job(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a job function that may run on a Ray worker (engine.jobs.ray_runner): one that reaches
+    nothing of the server but its arguments (small picklable values; a RunSettings argument's data
+    folder is shipped for it), accepts `store=` when it takes a RunSettings
+    (engine.jobs.stores), and returns a small result. The in-process runner runs it as any other."""
+    fn.remote_job = True  # type: ignore[attr-defined]
+    return fn
 
 
 class JobCancelled(Exception):
@@ -142,8 +153,11 @@ class Job:
 
 
 def resource_for(device: Any) -> str:
-    """The queue a job on `device` waits in: "cpu", "mps", or "cuda:<index>"."""
+    """The queue a job on `device` waits in: "cpu", "mps", "cuda:<index>", or "io" (downloads:
+    they wait on the network, not on a processor)."""
     text = str(device) if device else "cpu"   # torch.device("cuda") prints as "cuda"
+    if text == "io":
+        return "io"
     if text.startswith("cuda"):
         return text if ":" in text else "cuda:0"
     return "mps" if text.startswith("mps") else "cpu"
@@ -197,13 +211,18 @@ class JobRunner:
     One per process is shared by all sessions; jobs are not (look them up with the owner token).
     """
 
+    backend = "in-process"            # where run jobs train ("ray": engine.jobs.ray_runner)
+    problem: str | None = None        # a sentence while the backend cannot run jobs (Ray only)
+
     def __init__(self, max_workers: int | None = None, on_error: Callable[[BaseException], str] | None = None,
                  *, cpu_slots: int | None = None, gpu_slots: int | None = None,
+                 io_slots: int | None = None,
                  watch_timeout: float | None = None, reap_every: float = 1.0,
                  keep_finished: float = 3600.0):
         # max_workers is the old name for the CPU's slots; kept so existing callers still work.
         self.cpu_slots = cpu_slots or max_workers or _env_int("DLLAB_CPU_JOBS", 1)
         self.gpu_slots = gpu_slots or _env_int("DLLAB_GPU_JOBS", 1)
+        self.io_slots = io_slots or _env_int("DLLAB_IO_JOBS", 2)
         self.watch_timeout = watch_timeout if watch_timeout is not None else \
             _env_float("DLLAB_JOB_WATCH_S", 300.0)
         self.keep_finished = keep_finished   # seconds a finished job stays findable by its owner
@@ -220,6 +239,8 @@ class JobRunner:
     # ------------------------------------------------------------------------------ submitting
 
     def slots(self, resource: str) -> int:
+        if resource == "io":
+            return self.io_slots
         return self.cpu_slots if resource == "cpu" else self.gpu_slots
 
     def submit(self, name: str, fn: Callable[..., Any], *args: Any, owner: str = "",
@@ -401,4 +422,4 @@ class JobRunner:
 
 __all__ = ["Job", "JobContext", "JobRunner", "JobCancelled", "QUEUED", "RUNNING", "DONE", "FAILED",
            "CANCELLED", "FINISHED", "STATUSES", "resource_for", "describe_error", "release_memory",
-           "OOM_ADVICE", "CANCEL_USER", "CANCEL_UNWATCHED"]
+           "remote_job", "OOM_ADVICE", "CANCEL_USER", "CANCEL_UNWATCHED"]
