@@ -8,12 +8,7 @@ bench/.fastai-pkgs (`make bench-deps`), otherwise from its stored output
 (tests/reference/fastai_parity.json, made by the same script), so CI compares with fastai too."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +19,21 @@ from engine.data import DataConfig
 from engine.data.transforms import aug_transforms, batch_augment
 from engine.schedule import group_names
 from engine.training import Learner
+from tests import reference as reference_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "reference" / "fastai_parity.py"
 STORED = ROOT / "tests" / "reference" / "fastai_parity.json"
-FASTAI_PKGS = ROOT / "bench" / ".fastai-pkgs"
 
 
 def load_script():
-    """The reference script as a module (its settings, model and loaders)."""
-    spec = importlib.util.spec_from_file_location("fastai_parity", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The reference script as a module."""
+    return reference_scripts.load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if (FASTAI_PKGS / "fastai").is_dir():
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FASTAI_PKGS), str(ROOT)])}
-        out = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=600)
-        if out.returncode == 0:
-            return {**json.loads(out.stdout), "source": "fastai, run now"}
-    return {**json.loads(STORED.read_text()),
-            "source": "stored numbers (fastai is not installed here: `make bench-deps`)"}
+    return reference_scripts.numbers(SCRIPT, STORED, timeout=600)
 
 
 # ------------------------------------------------------------------------------- augmentation

@@ -6,10 +6,6 @@ bench/.fastai-pkgs (`make bench-deps`), otherwise from its stored output
 (tests/reference/fastai_numbers.json, made by the same script)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +13,21 @@ import pytest
 
 from engine.lr_rules import minimum, slide, steep, valley
 from engine.schedule import even_mults, plan_run
+from tests import reference as reference_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "reference" / "fastai_reference.py"
 STORED = ROOT / "tests" / "reference" / "fastai_numbers.json"
-FASTAI_PKGS = ROOT / "bench" / ".fastai-pkgs"
 
 
 def load_script():
-    """The reference script as a module (for its curve and the plans' settings)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("fastai_reference", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The reference script as a module."""
+    return reference_scripts.load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if (FASTAI_PKGS / "fastai").is_dir():
-        env = {**os.environ, "PYTHONPATH": str(FASTAI_PKGS)}
-        out = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
-        if out.returncode == 0:
-            return {**json.loads(out.stdout), "source": "fastai, run now"}
-    return {**json.loads(STORED.read_text()), "source": "stored numbers"}
+    return reference_scripts.numbers(SCRIPT, STORED, timeout=300)
 
 
 def test_rules_equal_fastai_on_a_float32_curve(reference):
